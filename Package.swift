@@ -1,0 +1,37 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Fleet",
+    products: [
+        .library(name: "Fleet", targets: ["Fleet"]),
+        .executable(name: "fleet", targets: ["FleetCLI"]),
+    ],
+    dependencies: [
+        // Deque (the worker queues) and Heap (the deadline watchdog).
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        // The `fleet` command line.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Linux calls that need _GNU_SOURCE (affinity mask, thread names).
+        .target(name: "CFleetShims"),
+        .target(
+            name: "Fleet",
+            dependencies: [
+                "CFleetShims",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+            ]
+        ),
+        .executableTarget(
+            name: "FleetCLI",
+            dependencies: [
+                "Fleet",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,132 @@
+import DequeModule
+import Foundation
+
+// Thread backend: data flow
+//
+//   submitters ── enqueue(job) ──▶ [ FIFO queue ] ──▶ worker thread 0..N-1 ──▶ job.run
+//                                   (mutex + condition)        │
+//                                                              └─ abandoned? exit
+//
+// N dedicated OS threads (not Swift's cooperative pool), so a task may block
+// on I/O or sleep without starving anything else. One mutex guards the
+// queue and the pool's counters; idle workers sleep on a condition and are
+// woken one per queued job.
+//
+// Time-outs: a thread cannot be killed safely. When a task overruns its
+// time-out the operation fails that item at once and calls `abandon()` on
+// the worker: the pool starts a replacement thread so it keeps its full
+// width, and the stuck thread exits as soon as its task returns, its result
+// discarded. A task that never returns keeps its thread until the process
+// ends; the task's cancellation token is set, so a task that polls
+// `FleetTask.isCancelled` can stop early.
+//
+// Shutdown: `drain` lets workers empty the queue, `cancelPending` discards
+// what is queued; either way each thread exits when the queue is empty.
+// Threads are detached; `onTermination` fires when the last one has exited.
+
+/// A pool of dedicated OS threads.
+final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
+    // Safe: every `var` below is read and written only with `mutex` held.
+    let kind = BackendKind.threads
+    let workerCount: Int
+    let runsInline = false
+    private let name: String
+
+    private let mutex = PthreadMutex()
+    private let workAvailable = PthreadCondition()
+    private var queue = Deque<any Job>()
+    private var idle = 0
+    private var accepting = true
+    private var live = 0
+    private var nextIndex = 0
+    private var terminationCallbacks: [@Sendable () -> Void] = []
+
+    init(workers: Int, name: String) {
+        workerCount = workers
+        self.name = name
+        mutex.lock()
+        for _ in 0..<workers { startWorkerLocked() }
+        mutex.unlock()
+    }
+
+    func enqueue(_ job: any Job) throws {
+        mutex.lock()
+        guard accepting else {
+            mutex.unlock()
+            throw FleetError.poolShutDown
+        }
+        queue.append(job)
+        if idle > 0 { workAvailable.signal() }
+        mutex.unlock()
+    }
+
+    func beginShutdown(_ policy: ShutdownPolicy) {
+        mutex.lock()
+        accepting = false
+        var dropped = Deque<any Job>()
+        if policy == .cancelPending { swap(&dropped, &queue) }
+        workAvailable.broadcast()
+        let done = live == 0 ? takeCallbacksLocked() : []
+        mutex.unlock()
+        for job in dropped { job.discard(.cancelled) }
+        for callback in done { callback() }
+    }
+
+    func onTermination(_ callback: @escaping @Sendable () -> Void) {
+        mutex.lock()
+        if !accepting && live == 0 {
+            mutex.unlock()
+            callback()
+            return
+        }
+        terminationCallbacks.append(callback)
+        mutex.unlock()
+    }
+
+    private func takeCallbacksLocked() -> [@Sendable () -> Void] {
+        defer { terminationCallbacks = [] }
+        return terminationCallbacks
+    }
+
+    private func startWorkerLocked() {
+        let index = nextIndex
+        nextIndex += 1
+        live += 1
+        let handle = WorkerHandle { [weak self] in self?.replace() }
+        spawnThread(name: "\(name)-\(index)") { [self] in
+            workerLoop(WorkerContext(index: index, handle: handle))
+        }
+    }
+
+    /// A worker was abandoned to a stuck task: it no longer counts as live
+    /// (shutdown does not wait for it), and a replacement keeps the width.
+    private func replace() {
+        mutex.lock()
+        live -= 1
+        if accepting { startWorkerLocked() }
+        let done = (!accepting && live == 0) ? takeCallbacksLocked() : []
+        mutex.unlock()
+        for callback in done { callback() }
+    }
+
+    private func workerLoop(_ ctx: WorkerContext) {
+        mutex.lock()
+        while true {
+            if let job = queue.popFirst() {
+                mutex.unlock()
+                job.run(on: ctx)
+                if ctx.handle.isAbandoned { return }  // `replace()` took it off the books
+                mutex.lock()
+                continue
+            }
+            if !accepting { break }
+            idle += 1
+            workAvailable.wait(mutex)
+            idle -= 1
+        }
+        live -= 1
+        let done = (!accepting && live == 0) ? takeCallbacksLocked() : []
+        mutex.unlock()
+        for callback in done { callback() }
+    }
+}

@@ -1,0 +1,147 @@
+/// The user's side of a task's eventual result.
+///
+/// A `Future` is returned by `Pool.submit`. Await its `value`, wait for it
+/// with a time-out, cancel it while it has not started, ask whether it is
+/// done, or register callbacks. Futures compare equal when they are the same
+/// future, so they can be kept in sets (`wait` returns sets of them).
+public struct Future<Value: Sendable>: Sendable, Hashable {
+    let state: FutureState<Value>
+
+    init(_ state: FutureState<Value>) { self.state = state }
+
+    /// Makes a future and the promise that completes it, for code that
+    /// produces results itself.
+    public static func make() -> (future: Future, promise: Promise<Value>) {
+        let state = FutureState<Value>()
+        return (Future(state), Promise(state))
+    }
+
+    /// The task's value, waiting for it if need be; rethrows the task's error.
+    /// Cancelling the waiting task throws `CancellationError` and leaves the
+    /// future itself alone (call `cancel()` for that).
+    public var value: Value {
+        get async throws { try await result(timeout: nil).get() }
+    }
+
+    /// The task's outcome, waiting for it if need be.
+    public var result: Result<Value, any Error> {
+        get async {
+            do { return .success(try await value) } catch { return .failure(error) }
+        }
+    }
+
+    /// The task's value, waiting at most `timeout`. Throws
+    /// `FleetError.timedOut` if the task is not done by then; the task goes on.
+    public func value(timeout: Duration) async throws -> Value {
+        try requirePositive(timeout, "timeout")
+        return try await result(timeout: timeout).get()
+    }
+
+    private func result(timeout: Duration?) async throws -> Result<Value, any Error> {
+        if let done = state.result { return done }
+        let box = Locked<OnceContinuation<Result<Value, any Error>>?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let once = OnceContinuation(continuation)
+                box.withLock { $0 = once }
+                if let timeout {
+                    let timer = Watchdog.shared.schedule(after: timeout) {
+                        once.resume(with: .failure(FleetError.timedOut(item: nil, after: timeout)))
+                    }
+                    state.whenComplete { r in
+                        Watchdog.shared.cancel(timer)
+                        once.resume(with: .success(r))
+                    }
+                } else {
+                    state.whenComplete { once.resume(with: .success($0)) }
+                }
+                if Task.isCancelled { once.resume(with: .failure(CancellationError())) }
+            }
+        } onCancel: {
+            box.withLock { $0 }?.resume(with: .failure(CancellationError()))
+        }
+    }
+
+    /// Blocks the calling thread until the task is done (at most `timeout`),
+    /// then returns its value or rethrows its error. For synchronous code;
+    /// never call it from a task running on a pool the future belongs to
+    /// with every worker busy, as it would wait for itself.
+    public func waitBlocking(timeout: Duration? = nil) throws -> Value {
+        if let timeout { try requirePositive(timeout, "timeout") }
+        let done = Locked<Result<Value, any Error>?>(nil)
+        let mutex = PthreadMutex()
+        let cond = PthreadCondition()
+        let wake: @Sendable () -> Void = {
+            mutex.lock()
+            cond.broadcast()
+            mutex.unlock()
+        }
+        state.whenComplete { r in
+            done.withLock { $0 = r }
+            wake()
+        }
+        let deadline = timeout.map { monotonicNanos() &+ $0.nanoseconds }
+        mutex.lock()
+        defer { mutex.unlock() }
+        while true {
+            if let r = done.withLock({ $0 }) { return try r.get() }
+            if let deadline {
+                if monotonicNanos() >= deadline { throw FleetError.timedOut(item: nil, after: timeout!) }
+                cond.wait(mutex, untilNanos: deadline)
+            } else {
+                cond.wait(mutex)
+            }
+        }
+    }
+
+    /// Cancels the task if it has not started. Returns true if it was
+    /// cancelled; a cancelled future fails with `FleetError.cancelled`.
+    @discardableResult
+    public func cancel() -> Bool { state.cancel() }
+
+    /// True once the task has finished, failed or been cancelled.
+    public var isDone: Bool { state.result != nil }
+
+    /// True while the task runs on a worker.
+    public var isRunning: Bool { state.isRunning }
+
+    /// True if the future was cancelled before its task started.
+    public var isCancelled: Bool {
+        if case .failure(FleetError.cancelled)? = state.result { return true }
+        return false
+    }
+
+    /// Runs `callback` with the outcome once the task is done (at once, in
+    /// the caller, if it already is). Callbacks run on the thread that
+    /// completes the future and should be short.
+    public func whenComplete(_ callback: @escaping @Sendable (Result<Value, any Error>) -> Void) {
+        state.whenComplete(callback)
+    }
+
+    public static func == (a: Future, b: Future) -> Bool { a.state === b.state }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(state)) }
+}
+
+/// The producer's side of a `Future`: a backend (or any code that makes
+/// futures with `Future.make()`) completes it exactly once.
+public struct Promise<Value: Sendable>: Sendable {
+    let state: FutureState<Value>
+
+    init(_ state: FutureState<Value>) { self.state = state }
+
+    /// Marks the work as started. Returns false if the future was cancelled
+    /// first, in which case the work must not run.
+    public func markRunning() -> Bool { state.start() }
+
+    /// Completes the future. Returns false if it was already complete.
+    @discardableResult
+    public func complete(_ result: Result<Value, any Error>) -> Bool { state.complete(result) }
+
+    /// Completes the future with a value.
+    @discardableResult
+    public func succeed(_ value: Value) -> Bool { state.complete(.success(value)) }
+
+    /// Completes the future with an error.
+    @discardableResult
+    public func fail(_ error: any Error) -> Bool { state.complete(.failure(error)) }
+}

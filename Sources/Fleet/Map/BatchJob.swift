@@ -1,0 +1,84 @@
+import Synchronization
+
+/// One batch of a map, queued on a backend.
+@usableFromInline
+final class BatchJob<T: Sendable, R: Sendable>: Job {
+    @usableFromInline let core: MapCore<R>
+    @usableFromInline let start: Int
+    @usableFromInline let items: [T]
+    @usableFromInline let runner: BatchRunner<T, R>
+    @usableFromInline let timeout: Duration?
+    /// Set by whichever finishes the batch first: the batch itself or its
+    /// time-out. Only used when there is a time-out.
+    private let claimed = Atomic<Bool>(false)
+
+    @usableFromInline
+    init(core: MapCore<R>, start: Int, items: [T], runner: BatchRunner<T, R>, timeout: Duration?) {
+        self.core = core
+        self.start = start
+        self.items = items
+        self.runner = runner
+        self.timeout = timeout
+    }
+
+    private func claim() -> Bool { !claimed.exchange(true, ordering: .acquiringAndReleasing) }
+
+    @usableFromInline
+    func run(on worker: WorkerContext) {
+        if core.token.isCancelled {
+            core.finish(start: start, count: items.count, output: nil, nanos: 0)
+            return
+        }
+        var timer: UInt64?
+        if let timeout {
+            let handle = worker.handle
+            timer = Watchdog.shared.schedule(after: timeout) { [self] in
+                guard claim() else { return }
+                core.finish(start: start, count: items.count, output: timedOutOutput(timeout), nanos: timeout.nanoseconds)
+                handle.abandon()
+            }
+        }
+        let began = monotonicNanos()
+        let output: BatchOutput<R>
+        switch runner {
+        case .sync(let body):
+            output = FleetTask.$token.withValue(core.token) { body(items, start, worker, core.mode) }
+        case .async(let body):
+            let (items, start, mode) = (self.items, self.start, core.mode)
+            output = (try? runAsyncHere(token: core.token) { await body(items, start, mode) }.get()) ?? BatchOutput()
+        }
+        let nanos = monotonicNanos() &- began
+        if let timer {
+            Watchdog.shared.cancel(timer)
+            guard claim() else { return }  // the time-out already reported it
+        }
+        core.finish(start: start, count: items.count, output: output, nanos: nanos)
+    }
+
+    /// Runs the batch in the caller's task (the serial backend with an async
+    /// transform): no thread is blocked.
+    @usableFromInline
+    func runInline() async {
+        guard case .async(let body) = runner, !core.token.isCancelled else {
+            core.finish(start: start, count: items.count, output: nil, nanos: 0)
+            return
+        }
+        let began = monotonicNanos()
+        let output = await FleetTask.$token.withValue(core.token) { await body(items, start, core.mode) }
+        core.finish(start: start, count: items.count, output: output, nanos: monotonicNanos() &- began)
+    }
+
+    @usableFromInline
+    func discard(_ reason: FleetError) {
+        core.fail(reason)
+        core.finish(start: start, count: items.count, output: nil, nanos: 0)
+    }
+
+    private func timedOutOutput(_ after: Duration) -> BatchOutput<R> {
+        var out = BatchOutput<R>()
+        let failure = ItemFailure(index: start, underlying: FleetError.timedOut(item: start, after: after))
+        out.failedCount = 1
+        if core.mode == .failFast { out.failure = failure } else { out.results = [.failure(failure)] }
+        return out
+    }
+}

@@ -1,0 +1,216 @@
+import DequeModule
+
+// Map engine: data flow
+//
+//   caller's task (MapDriver)                       workers (any backend)
+//   ─────────────────────────                       ─────────────────────
+//   pump: reserve room in window ─▶ pull a batch ─▶ BatchJob ─▶ enqueue ─▶ run items
+//                                                                           │
+//   take ◀── ready batches (reorder buffer or FIFO) ◀── finish(batch) ◀─────┘
+//     │
+//     └─▶ hand results to the caller, release the window, pump again
+//
+// MapCore is the part both sides touch, under one mutex: the window (items
+// pulled and not yet handed over), the ready batches, the first failure,
+// and the batch sizer. The input iterator never leaves the caller's task:
+// only the driver pulls from it, so the input need not be Sendable, and it
+// is pulled only when the window has room.
+//
+// Failure (fail-fast mode): the first failed item sets `terminal`, cancels
+// the token (queued batches are skipped, running ones see
+// `FleetTask.isCancelled`), and the driver rethrows it once no batch of the
+// operation is still running, so when the error reaches the caller nothing
+// runs on its behalf. Cancelling the caller's task does the same with
+// `CancellationError`. A batch abandoned to a time-out does not count as
+// running.
+
+/// The state a map operation shares between its caller and its workers.
+@usableFromInline
+final class MapCore<R: Sendable>: @unchecked Sendable {
+    // Safe: every `var` is read and written only with `mutex` held.
+    @usableFromInline let ordered: Bool
+    @usableFromInline let mode: ErrorMode
+    @usableFromInline let token = CancellationToken()
+    let progress: ProgressTracker?
+    let explicitWindow: Int?
+    let workers: Int
+
+    private let mutex = PthreadMutex()
+    private var sizer: BatchSizer
+    private var inFlight = 0
+    private var running = 0
+    private var ready = Deque<ReadyBatch<R>>()
+    private var reorder: [Int: ReadyBatch<R>] = [:]
+    private var nextStart = 0
+    private var takenItems = 0
+    private var inputEnd: Int?
+    private var terminal: (any Error)?
+    private var generation: UInt64 = 0
+    private var waiter: CheckedContinuation<Void, Never>?
+
+    @usableFromInline
+    init(ordered: Bool, mode: ErrorMode, options: MapOptions, workers: Int, inline: Bool, total: Int?) {
+        self.ordered = ordered
+        self.mode = mode
+        self.workers = workers
+        explicitWindow = options.window
+        var cap = BatchSizer.automaticCap
+        if let window = options.window { cap = max(1, window / (inline ? 1 : 2 * workers)) }
+        if let total { cap = min(cap, max(1, total / (8 * workers))) }
+        if options.timeout != nil { cap = 1 }
+        sizer = BatchSizer(fixed: options.timeout != nil ? 1 : options.batchSize, cap: cap)
+        progress = options.progress.map {
+            ProgressTracker(total: total, interval: options.progressInterval, handler: $0)
+        }
+        defaultBatches = inline ? 1 : 4 * workers
+    }
+
+    /// Batches in flight per operation when no window is given.
+    private let defaultBatches: Int
+
+    /// Reserves room for the next batch. Returns how many items to pull (0:
+    /// no room, or the operation is over).
+    @usableFromInline
+    func reserve() -> Int {
+        mutex.lock()
+        defer { mutex.unlock() }
+        guard terminal == nil, inputEnd == nil else { return 0 }
+        let size = sizer.size
+        let window = explicitWindow ?? size * defaultBatches
+        guard window - inFlight >= min(size, window) else { return 0 }
+        let n = min(size, window - inFlight)
+        inFlight += n
+        return n
+    }
+
+    /// Records a batch of `count` items about to be dispatched, and gives
+    /// back room reserved but not used (`unused`); `last` marks the end of
+    /// the input at `end`.
+    @usableFromInline
+    func dispatching(count: Int, unused: Int, inputEndsAt end: Int?) {
+        mutex.lock()
+        inFlight -= unused
+        if count > 0 { running += 1 }
+        if let end { inputEnd = end }
+        generation &+= 1
+        let w = takeWaiterLocked()
+        mutex.unlock()
+        progress?.submitted(count)
+        w?.resume()
+    }
+
+    /// A worker finished a batch (or the batch was skipped, `output` nil).
+    @usableFromInline
+    func finish(start: Int, count: Int, output: BatchOutput<R>?, nanos: UInt64) {
+        var failure: ItemFailure?
+        mutex.lock()
+        running -= 1
+        if let output {
+            sizer.record(items: count, nanos: nanos)
+            if let f = output.failure, mode == .failFast {
+                if terminal == nil {
+                    terminal = f
+                    failure = f
+                }
+            } else if terminal == nil {
+                let batch = ReadyBatch(start: start, count: count, output: output)
+                if ordered { reorder[start] = batch } else { ready.append(batch) }
+            }
+        }
+        generation &+= 1
+        let w = takeWaiterLocked()
+        mutex.unlock()
+        if let output { progress?.finished(completed: output.succeededCount, failed: output.failedCount) }
+        if failure != nil { token.cancel() }
+        w?.resume()
+    }
+
+    /// Ends the operation with `error` (cancellation, a shut-down pool),
+    /// unless it has already ended.
+    @usableFromInline
+    func fail(_ error: any Error) {
+        mutex.lock()
+        if terminal == nil { terminal = error }
+        generation &+= 1
+        let w = takeWaiterLocked()
+        mutex.unlock()
+        token.cancel()
+        w?.resume()
+    }
+
+    /// What the driver may do next.
+    @usableFromInline
+    enum Next {
+        case batch(ReadyBatch<R>)
+        case failed(any Error)
+        case finished
+        case wait(UInt64)
+    }
+
+    /// Takes the next batch in the operation's order, if one is ready.
+    @usableFromInline
+    func take() -> Next {
+        mutex.lock()
+        defer { mutex.unlock() }
+        if let terminal { return running == 0 ? .failed(terminal) : .wait(generation) }
+        let batch: ReadyBatch<R>?
+        if ordered {
+            batch = reorder.removeValue(forKey: nextStart)
+            if let batch { nextStart += batch.count }
+        } else {
+            batch = ready.popFirst()
+        }
+        if let batch {
+            takenItems += batch.count
+            return .batch(batch)
+        }
+        if let inputEnd, takenItems >= inputEnd { return .finished }
+        return .wait(generation)
+    }
+
+    /// Gives back window room for `n` items the caller is done with.
+    @usableFromInline
+    func release(_ n: Int) {
+        mutex.lock()
+        inFlight -= n
+        mutex.unlock()
+    }
+
+    /// Suspends until something changes after `generation`.
+    @usableFromInline
+    func waitForChange(after seen: UInt64) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            mutex.lock()
+            if generation != seen {
+                mutex.unlock()
+                c.resume()
+                return
+            }
+            waiter = c
+            mutex.unlock()
+        }
+    }
+
+    /// Sends the final progress snapshot.
+    @usableFromInline
+    func endProgress() { progress?.end() }
+
+    private func takeWaiterLocked() -> CheckedContinuation<Void, Never>? {
+        defer { waiter = nil }
+        return waiter
+    }
+}
+
+/// A finished batch waiting to be handed to the caller.
+@usableFromInline
+struct ReadyBatch<R: Sendable>: Sendable {
+    @usableFromInline let start: Int
+    @usableFromInline let count: Int
+    @usableFromInline let output: BatchOutput<R>
+
+    @usableFromInline init(start: Int, count: Int, output: BatchOutput<R>) {
+        self.start = start
+        self.count = count
+        self.output = output
+    }
+}

@@ -1,0 +1,56 @@
+/// Tuning for `map`, the streaming maps and `reduce`. Every field has a
+/// sensible default; a value that is not positive is rejected with
+/// `FleetError.invalidArgument` when the operation starts.
+public struct MapOptions: Sendable {
+    /// The most items in flight at once: pulled from the input and not yet
+    /// handed to the caller (running, queued, or finished and waiting for an
+    /// earlier item). Input is pulled only when there is room, so memory
+    /// stays bounded even over an endless input. Default (nil): four batches
+    /// per worker, which grows with the automatic batch size.
+    public var window: Int?
+    /// Items per batch. Default (nil): chosen from measured task times (see
+    /// `BatchSizer`); with an explicit `window` it is at most a share of it.
+    public var batchSize: Int?
+    /// Each item's time limit. An item that runs longer fails with
+    /// `FleetError.timedOut` naming it, and the pool keeps working (on
+    /// threads the stuck thread is replaced; see `ThreadBackend`). Items run
+    /// one per batch when this is set.
+    public var timeout: Duration?
+    /// Called with counts as the operation runs, at most every
+    /// `progressInterval`, and once more at the end. `ProgressBar.report`
+    /// draws them.
+    public var progress: (@Sendable (ProgressSnapshot) -> Void)?
+    /// How often `progress` is called at most.
+    public var progressInterval: Duration
+
+    public init(
+        window: Int? = nil,
+        batchSize: Int? = nil,
+        timeout: Duration? = nil,
+        progress: (@Sendable (ProgressSnapshot) -> Void)? = nil,
+        progressInterval: Duration = .milliseconds(100)
+    ) {
+        self.window = window
+        self.batchSize = batchSize
+        self.timeout = timeout
+        self.progress = progress
+        self.progressInterval = progressInterval
+    }
+
+    @usableFromInline
+    func validate() throws {
+        if let window { try requirePositive(window, "window") }
+        if let batchSize { try requirePositive(batchSize, "batchSize") }
+        if let timeout { try requirePositive(timeout, "timeout") }
+        try requirePositive(progressInterval, "progressInterval")
+    }
+}
+
+/// What a map does when an item fails.
+@usableFromInline
+enum ErrorMode: Sendable {
+    /// Stop pulling input, cancel what has not started, rethrow the failure.
+    case failFast
+    /// Keep going; every item yields a `Result`.
+    case collect
+}
