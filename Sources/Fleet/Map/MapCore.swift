@@ -179,15 +179,19 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     /// Suspends until something changes after `generation`.
     @usableFromInline
     func waitForChange(after seen: UInt64) async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            mutex.lock()
-            if generation != seen {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                mutex.lock()
+                if generation != seen {
+                    mutex.unlock()
+                    c.resume()
+                    return
+                }
+                waiter = c
                 mutex.unlock()
-                c.resume()
-                return
             }
-            waiter = c
-            mutex.unlock()
+        } onCancel: {
+            fail(CancellationError())
         }
     }
 

@@ -66,6 +66,8 @@ struct MapDriver<Input: Sequence, R: Sendable> where Input.Element: Sendable {
     @inlinable
     mutating func nextBatch() async throws -> ReadyBatch<R>? {
         while true {
+            // A serial map never waits, so it checks here for cancellation.
+            if Task.isCancelled { core.fail(CancellationError()) }
             await pump()
             switch core.take() {
             case .batch(let batch): return batch
@@ -76,7 +78,6 @@ struct MapDriver<Input: Sequence, R: Sendable> where Input.Element: Sendable {
                 core.endProgress()
                 throw error
             case .wait(let seen):
-                if Task.isCancelled { core.fail(CancellationError()) }
                 await core.waitForChange(after: seen)
             }
         }

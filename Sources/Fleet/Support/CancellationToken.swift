@@ -45,7 +45,7 @@ public enum FleetTask {
     /// True when the current task's work is no longer wanted. Works in
     /// synchronous closures on every backend, where `Task.isCancelled` cannot.
     public static var isCancelled: Bool {
-        if let token { return token.isCancelled }
+        if let token, token.isCancelled { return true }
         return Task.isCancelled
     }
 
