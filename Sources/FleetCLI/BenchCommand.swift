@@ -1,0 +1,144 @@
+import ArgumentParser
+import Fleet
+import Foundation
+
+/// `fleet bench`: runs the standard workloads on each backend, each run in
+/// a fresh child process so its peak memory is its own.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Run the standard workloads (shared/bench/WORKLOADS.md) on each backend."
+    )
+
+    @Option(name: .long, parsing: .upToNextOption,
+            help: "Workloads to run (\(Workload.allCases.map(\.rawValue).joined(separator: ", "))). Default: all.")
+    var workload: [Workload] = []
+
+    @Option(name: .long, parsing: .upToNextOption,
+            help: "Backends (\(BenchBackend.allCases.map(\.rawValue).joined(separator: ", "))). Default: all.")
+    var backend: [BenchBackend] = []
+
+    @Option(name: .long, parsing: .upToNextOption,
+            help: "Worker counts. Default: the usable cores (100 for io, 2 for startup).")
+    var workers: [Int] = []
+
+    @Option(name: .long, help: "Runs of each workload on each backend.")
+    var runs: Int = 3
+
+    @Option(name: .long, help: "K for the cpu workload. Default: calibrated so serial takes about 1.5 s.")
+    var cpuK: Int?
+
+    @Flag(name: .long, help: "Print one JSON line per run instead of the table.")
+    var json = false
+
+    func validate() throws {
+        if runs <= 0 { throw ValidationError("--runs must be positive, got \(runs)") }
+        if let bad = workers.first(where: { $0 <= 0 }) {
+            throw ValidationError("--workers must be positive, got \(bad)")
+        }
+        if let k = cpuK, k <= 0 { throw ValidationError("--cpu-k must be positive, got \(k)") }
+    }
+
+    func run() async throws {
+        let workloads = workload.isEmpty ? Workload.allCases : workload
+        let backends = backend.isEmpty ? BenchBackend.allCases : backend
+        let k = workloads.contains(.cpu) ? (cpuK ?? calibrateCPU()) : 0
+        var summaries: [BenchSummary] = []
+        for w in workloads {
+            var plan: [(BenchBackend, Int)] = []
+            for b in backends {
+                if b == .baseline && !w.hasBaseline { continue }
+                let counts = b == .serial ? [1] : (workers.isEmpty ? [w.fixedWorkers ?? UsableCores.count] : workers)
+                for n in counts { plan.append((b, n)) }
+            }
+            if w == .cpu && !plan.contains(where: { $0.0 == .serial }) {
+                plan.insert((.serial, 1), at: 0)  // the speedup's reference
+            }
+            var groups: [[BenchRecord]] = []
+            for (b, n) in plan {
+                var records: [BenchRecord] = []
+                for _ in 0..<runs {
+                    records.append(try runChild(workload: w, backend: b, workers: n, cpuK: k))
+                }
+                groups.append(records)
+            }
+            fillFigures(w, &groups)
+            for records in groups {
+                if json { for r in records { print(r.jsonLine) } }
+                summaries.append(BenchSummary(records))
+            }
+            fflush(nil)
+        }
+        if !json {
+            print(renderTable(summaries))
+            for line in comparisons(summaries) { print(line) }
+        }
+    }
+
+    /// Figures that depend on other runs: cpu's speedup over the serial
+    /// median, bigresult's peak memory.
+    private func fillFigures(_ w: Workload, _ groups: inout [[BenchRecord]]) {
+        switch w {
+        case .cpu:
+            let serial = groups.first { $0.first?.backend == "serial" }.map { median($0.map(\.seconds)) } ?? .nan
+            for g in groups.indices { for r in groups[g].indices { groups[g][r].figure = serial / groups[g][r].seconds } }
+        case .bigresult:
+            for g in groups.indices {
+                for r in groups[g].indices { groups[g][r].figure = Double(groups[g][r].peak_rss_bytes) / 1_048_576 }
+            }
+        default: break
+        }
+    }
+
+    /// Sentences comparing Fleet with the baseline in the same run.
+    private func comparisons(_ rows: [BenchSummary]) -> [String] {
+        var out: [String] = []
+        for base in rows where base.backend == "baseline" {
+            for r in rows where r.workload == base.workload && r.backend == "threads" && r.workers == base.workers {
+                let ratio = base.workload == "tiny" ? r.figure / base.figure : base.seconds / r.seconds
+                out.append(String(format: "%@: threads reach %.0f%% of the baseline (%@ vs %@ %@).",
+                                  r.workload, ratio * 100, formatFigure(r.figure), formatFigure(base.figure), r.unit))
+            }
+        }
+        return out
+    }
+
+    private func runChild(workload: Workload, backend: BenchBackend, workers: Int, cpuK: Int) throws -> BenchRecord {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = ["run-one", "--workload", workload.rawValue, "--backend", backend.rawValue,
+                             "--workers", "\(workers)", "--cpu-k", "\(cpuK)"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+              let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
+              let record = try? JSONDecoder().decode(BenchRecord.self, from: Data(line.utf8))
+        else {
+            throw ValidationError("the \(workload) run on \(backend) failed (exit status \(process.terminationStatus))")
+        }
+        return record
+    }
+}
+
+/// `fleet run-one`: one run of one workload, printed as a JSON line. Used by
+/// `fleet bench`, which starts it as a child process.
+struct BenchRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run-one", abstract: "Run one workload once (used by fleet bench).", shouldDisplay: false)
+
+    @Option var workload: Workload
+    @Option var backend: BenchBackend
+    @Option var workers: Int
+    @Option var cpuK: Int
+
+    func run() async throws {
+        let m = try await runWorkload(workload, backend: backend, workers: workers, cpuK: cpuK)
+        let record = BenchRecord(workload: workload.rawValue, backend: backend.rawValue,
+                                 workers: backend == .serial ? 1 : workers, tasks: m.tasks, seconds: m.seconds,
+                                 figure: m.figure, unit: m.unit, check: m.check, peak_rss_bytes: peakRSSBytes())
+        print(record.jsonLine)
+    }
+}

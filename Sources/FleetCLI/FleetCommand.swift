@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct FleetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fleet",
+        abstract: "Parallel execution for Swift: benchmarks and the demo job.",
+        subcommands: [BenchCommand.self, BenchRunCommand.self],
+        defaultSubcommand: BenchCommand.self
+    )
+}
