@@ -1,8 +1,16 @@
 import Synchronization
 
 /// One batch of a map, queued on a backend.
+/// A job that can also run in the caller's task without blocking it (an
+/// async transform on the serial backend).
 @usableFromInline
-final class BatchJob<T: Sendable, R: Sendable>: Job {
+protocol InlineAsyncJob: Job {
+    var isAsync: Bool { get }
+    func runInline() async
+}
+
+@usableFromInline
+final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
     @usableFromInline let core: MapCore<R>
     @usableFromInline let start: Int
     @usableFromInline let items: [T]
@@ -20,6 +28,8 @@ final class BatchJob<T: Sendable, R: Sendable>: Job {
         self.runner = runner
         self.timeout = timeout
     }
+
+    @usableFromInline var isAsync: Bool { runner.isAsync }
 
     private func claim() -> Bool { !claimed.exchange(true, ordering: .acquiringAndReleasing) }
 
@@ -80,5 +90,38 @@ final class BatchJob<T: Sendable, R: Sendable>: Job {
         out.failedCount = 1
         if core.mode == .failFast { out.failure = failure } else { out.results = [.failure(failure)] }
         return out
+    }
+}
+
+/// One batch of a map over a random-access collection: a range of
+/// positions, whose results the runner writes straight into the output.
+@usableFromInline
+final class RangeJob<R: Sendable>: Job {
+    @usableFromInline let core: MapCore<R>
+    @usableFromInline let range: Range<Int>
+    @usableFromInline let runner: @Sendable (Range<Int>, ErrorMode) -> BatchOutput<R>
+
+    @usableFromInline
+    init(core: MapCore<R>, range: Range<Int>, runner: @escaping @Sendable (Range<Int>, ErrorMode) -> BatchOutput<R>) {
+        self.core = core
+        self.range = range
+        self.runner = runner
+    }
+
+    @usableFromInline
+    func run(on worker: WorkerContext) {
+        if core.token.isCancelled {
+            core.finish(start: range.lowerBound, count: range.count, output: nil, nanos: 0)
+            return
+        }
+        let began = monotonicNanos()
+        let output = FleetTask.$token.withValue(core.token) { runner(range, core.mode) }
+        core.finish(start: range.lowerBound, count: range.count, output: output, nanos: monotonicNanos() &- began)
+    }
+
+    @usableFromInline
+    func discard(_ reason: FleetError) {
+        core.fail(reason)
+        core.finish(start: range.lowerBound, count: range.count, output: nil, nanos: 0)
     }
 }

@@ -10,10 +10,12 @@ struct BatchOutput<R: Sendable>: Sendable {
     @usableFromInline var failure: ItemFailure?
     /// Items that failed (for progress).
     @usableFromInline var failedCount = 0
+    /// Results written straight into the output (the collection fast path).
+    @usableFromInline var placed = 0
 
     @inlinable init() {}
 
-    @inlinable var succeededCount: Int { values.count + results.count - failedCount }
+    @inlinable var succeededCount: Int { values.count + results.count + placed - failedCount }
 }
 
 /// Runs the items of one batch. Built by the public map functions, which are

@@ -42,16 +42,16 @@ protocol StreamSource<Element>: AnyObject {
 /// A `StreamSource` over a `MapDriver`: hands out one batch's items, then
 /// releases their room in the window and takes the next batch.
 @usableFromInline
-final class DriverStream<Input: Sequence, R: Sendable, Element>: StreamSource
-where Input.Element: Sendable {
-    @usableFromInline var driver: MapDriver<Input, R>
+final class DriverStream<Source: BatchSource, Element>: StreamSource {
+    @usableFromInline typealias R = Source.R
+    @usableFromInline var driver: MapDriver<Source>
     @usableFromInline let element: (ReadyBatch<R>, Int) -> Element
     @usableFromInline var batch: ReadyBatch<R>?
     @usableFromInline var position = 0
     @usableFromInline var done = false
 
     @inlinable
-    init(_ driver: MapDriver<Input, R>, element: @escaping (ReadyBatch<R>, Int) -> Element) {
+    init(_ driver: MapDriver<Source>, element: @escaping (ReadyBatch<R>, Int) -> Element) {
         self.driver = driver
         self.element = element
     }
@@ -166,8 +166,8 @@ extension Pool {
         element: @escaping (ReadyBatch<R>, Int) -> Element
     ) -> MapStream<Element> where Input.Element: Sendable {
         MapStream { [self] in
-            let driver = try MapDriver(input, pool: self, ordered: ordered, mode: mode, options: options,
-                                       runner: runner)
+            let driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
+                                       pool: self, ordered: ordered, mode: mode, options: options)
             return DriverStream(driver, element: element)
         }
     }

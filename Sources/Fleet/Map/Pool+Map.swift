@@ -20,6 +20,21 @@ extension Pool {
         try await collectOrdered(input, options: options, runner: .plain(transform))
     }
 
+    /// `map` over a random-access collection (an array, a range): the same
+    /// contract; when results are plain values, items are not copied into
+    /// batches and results are written straight into the returned array.
+    @inlinable
+    public func map<Input: RandomAccessCollection & Sendable, R: Sendable>(
+        _ input: Input, options: MapOptions = MapOptions(),
+        _ transform: @escaping @Sendable (Input.Element) throws -> R
+    ) async throws -> [R] where Input.Element: Sendable {
+        if _isPOD(R.self) && options.timeout == nil {
+            try options.validate()
+            return try await mapInPlace(input, options: options, transform)
+        }
+        return try await collectOrdered(input, options: options, runner: .plain(transform))
+    }
+
     /// `map` with an `async` transform. On threads each task runs on its
     /// worker thread (blocking is fine there too).
     @inlinable
@@ -47,8 +62,8 @@ extension Pool {
         _ input: Input, options: MapOptions = MapOptions(),
         _ transform: @escaping @Sendable (Input.Element) throws -> R
     ) async throws -> [Result<R, ItemFailure>] where Input.Element: Sendable {
-        var driver = try MapDriver(input, pool: self, ordered: true, mode: .collect, options: options,
-                                   runner: .plain(transform))
+        var driver = try MapDriver(SequenceSource(input, runner: .plain(transform), timeout: options.timeout),
+                                   pool: self, ordered: true, mode: .collect, options: options)
         var out: [Result<R, ItemFailure>] = []
         while let batch = try await driver.nextBatch() {
             out.append(contentsOf: batch.output.results)
@@ -61,8 +76,8 @@ extension Pool {
     func collectOrdered<Input: Sequence, R: Sendable>(
         _ input: Input, options: MapOptions, runner: BatchRunner<Input.Element, R>
     ) async throws -> [R] where Input.Element: Sendable {
-        var driver = try MapDriver(input, pool: self, ordered: true, mode: .failFast, options: options,
-                                   runner: runner)
+        var driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
+                                   pool: self, ordered: true, mode: .failFast, options: options)
         var out: [R] = []
         out.reserveCapacity(input.underestimatedCount)
         while let batch = try await driver.nextBatch() {
@@ -100,8 +115,8 @@ extension Pool {
         _ input: Input, into initial: Accumulator, options: MapOptions,
         runner: BatchRunner<Input.Element, R>, merge: (inout Accumulator, R) throws -> Void
     ) async throws -> Accumulator where Input.Element: Sendable {
-        var driver = try MapDriver(input, pool: self, ordered: false, mode: .failFast, options: options,
-                                   runner: runner)
+        var driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
+                                   pool: self, ordered: false, mode: .failFast, options: options)
         var acc = initial
         while let batch = try await driver.nextBatch() {
             do {

@@ -1,0 +1,74 @@
+// The fast path of `map` over a random-access collection whose results are
+// plain values (no references to count): batches are ranges of positions,
+// so nothing is copied in, and workers write results straight into the
+// array `map` returns, so nothing is copied out. Everything else (window,
+// batch sizes, errors, cancellation, progress) is the general engine's.
+
+/// Batches that are ranges of positions in a collection.
+@usableFromInline
+struct CollectionSource<R: Sendable>: BatchSource {
+    @usableFromInline let total: Int?
+    @usableFromInline let runner: @Sendable (Range<Int>, ErrorMode) -> BatchOutput<R>
+
+    @inlinable
+    init(count: Int, runner: @escaping @Sendable (Range<Int>, ErrorMode) -> BatchOutput<R>) {
+        total = count
+        self.runner = runner
+    }
+
+    @inlinable
+    mutating func makeBatch(start: Int, count n: Int, core: MapCore<R>) -> (job: (any Job)?, count: Int) {
+        let count = min(n, total! - start)
+        if count <= 0 { return (nil, 0) }
+        return (RangeJob(core: core, range: start..<(start + count), runner: runner), count)
+    }
+}
+
+/// The output array's storage, written by workers at disjoint positions.
+@usableFromInline
+struct OutputSlots<R>: @unchecked Sendable {
+    // Safe: each position is written by exactly one batch, on one worker;
+    // the caller reads the array only after every batch has finished, which
+    // MapCore's mutex orders after the writes. The array is kept alive and
+    // untouched by `map` until then, so its storage cannot move.
+    @usableFromInline let base: UnsafeMutablePointer<R>
+
+    @inlinable init(_ base: UnsafeMutablePointer<R>) { self.base = base }
+}
+
+extension Pool {
+    /// `map` over a random-access collection with plain-value results:
+    /// the same contract, without copying items in or results out.
+    @inlinable
+    func mapInPlace<C: RandomAccessCollection & Sendable, R: Sendable>(
+        _ input: C, options: MapOptions, _ transform: @escaping @Sendable (C.Element) throws -> R
+    ) async throws -> [R] where C.Element: Sendable {
+        let n = input.count
+        if n == 0 { return try await collectOrdered(input, options: options, runner: .plain(transform)) }
+        var output = [R](unsafeUninitializedCapacity: n) { _, count in count = n }
+        let slots = OutputSlots(output.withUnsafeMutableBufferPointer { $0.baseAddress! })
+        let runner: @Sendable (Range<Int>, ErrorMode) -> BatchOutput<R> = { range, _ in
+            var out = BatchOutput<R>()
+            let token = FleetTask.token
+            var index = input.index(input.startIndex, offsetBy: range.lowerBound)
+            for k in range {
+                if (k - range.lowerBound) & cancellationStride == 0, let token, token.isCancelled { break }
+                do {
+                    (slots.base + k).initialize(to: try transform(input[index]))
+                } catch {
+                    out.failure = ItemFailure(index: k, underlying: error)
+                    out.failedCount = 1
+                    break
+                }
+                input.formIndex(after: &index)
+                out.placed += 1
+            }
+            return out
+        }
+        var driver = try MapDriver(CollectionSource(count: n, runner: runner), pool: self, ordered: false,
+                                   mode: .failFast, options: options)
+        while let batch = try await driver.nextBatch() { driver.core.release(batch.count) }
+        _ = output.count  // keeps the storage alive until every batch is done
+        return output
+    }
+}
