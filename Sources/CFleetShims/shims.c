@@ -2,6 +2,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include "CFleetShims.h"
 
 int cfleet_affinity_count(void) {
@@ -16,4 +19,13 @@ int cfleet_set_thread_name(const char *name) {
     strncpy(buf, name, 15);
     buf[15] = '\0';
     return pthread_setname_np(pthread_self(), buf);
+}
+
+int cfleet_set_mmap_threshold(int bytes) {
+#if defined(__GLIBC__)
+    return mallopt(M_MMAP_THRESHOLD, bytes);
+#else
+    (void)bytes;
+    return 0;
+#endif
 }

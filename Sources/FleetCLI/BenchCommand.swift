@@ -135,6 +135,9 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option var cpuK: Int
 
     func run() async throws {
+        // Large results move between threads here; keep freed ones from
+        // piling up in per-thread allocator caches (see MallocTuning).
+        MallocTuning.returnLargeBlocksToSystem()
         let m = try await runWorkload(workload, backend: backend, workers: workers, cpuK: cpuK)
         let record = BenchRecord(workload: workload.rawValue, backend: backend.rawValue,
                                  workers: backend == .serial ? 1 : workers, tasks: m.tasks, seconds: m.seconds,

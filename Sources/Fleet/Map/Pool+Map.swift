@@ -93,31 +93,31 @@ extension Pool {
     /// calling task, one result at a time. Errors as for `map`.
     @inlinable
     public func reduce<Input: Sequence, R: Sendable, Accumulator>(
-        _ input: Input, into initial: Accumulator, options: MapOptions = MapOptions(),
+        _ input: Input, into initial: consuming Accumulator, options: MapOptions = MapOptions(),
         _ transform: @escaping @Sendable (Input.Element) throws -> R,
         merge: (inout Accumulator, R) throws -> Void
     ) async throws -> Accumulator where Input.Element: Sendable {
-        try await fold(input, into: initial, options: options, runner: .plain(transform), merge: merge)
+        try await fold(input, into: consume initial, options: options, runner: .plain(transform), merge: merge)
     }
 
     /// `reduce` with an `async` transform.
     @inlinable
     public func reduce<Input: Sequence, R: Sendable, Accumulator>(
-        _ input: Input, into initial: Accumulator, options: MapOptions = MapOptions(),
+        _ input: Input, into initial: consuming Accumulator, options: MapOptions = MapOptions(),
         _ transform: @escaping @Sendable (Input.Element) async throws -> R,
         merge: (inout Accumulator, R) throws -> Void
     ) async throws -> Accumulator where Input.Element: Sendable {
-        try await fold(input, into: initial, options: options, runner: .plainAsync(transform), merge: merge)
+        try await fold(input, into: consume initial, options: options, runner: .plainAsync(transform), merge: merge)
     }
 
     @inlinable
     func fold<Input: Sequence, R: Sendable, Accumulator>(
-        _ input: Input, into initial: Accumulator, options: MapOptions,
+        _ input: Input, into initial: consuming Accumulator, options: MapOptions,
         runner: BatchRunner<Input.Element, R>, merge: (inout Accumulator, R) throws -> Void
     ) async throws -> Accumulator where Input.Element: Sendable {
         var driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
                                    pool: self, ordered: false, mode: .failFast, options: options)
-        var acc = initial
+        var acc = consume initial  // unique, so merging never copies it
         while let batch = try await driver.nextBatch() {
             do {
                 for value in batch.output.values { try merge(&acc, value) }
