@@ -11,11 +11,11 @@ struct LifecycleTests {
         let sawCancel = Counter()
         let task = Task {
             try await pool.map(CountingSequence(pulled: pulled)) { i -> Int in
-                if cooperativeSleep(ms: 5) { sawCancel.increment() }
+                if cooperativeSleep(ms: 50) { sawCancel.increment() }
                 return i
             }
         }
-        try await Task.sleep(for: .milliseconds(100))
+        try await Task.sleep(for: .milliseconds(125))  // mid-item: items take 50 ms
         task.cancel()
         let result = await task.result
         #expect(throws: CancellationError.self) { try result.get() }

@@ -54,6 +54,7 @@ final class CurrentThreadTaskExecutor: TaskExecutor, @unchecked Sendable {
 /// Runs `body` to completion on the calling thread and returns its outcome.
 /// The task sees `token` as `FleetTask.token`, and is cancelled (in Swift's
 /// sense too) when the token is.
+@usableFromInline
 func runAsyncHere<R: Sendable>(
     token: CancellationToken?,
     _ body: @escaping @Sendable () async throws -> R

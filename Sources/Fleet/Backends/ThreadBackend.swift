@@ -10,7 +10,7 @@ import Foundation
 // N dedicated OS threads (not Swift's cooperative pool), so a task may block
 // on I/O or sleep without starving anything else. One mutex guards the
 // queue and the pool's counters; idle workers sleep on a condition and are
-// woken one per queued job.
+// woken one per queued job (at most once each while a wake is in flight).
 //
 // Time-outs: a thread cannot be killed safely. When a task overruns its
 // time-out the operation fails that item at once and calls `abandon()` on
@@ -36,6 +36,9 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
     private let workAvailable = PthreadCondition()
     private var queue = Deque<any Job>()
     private var idle = 0
+    /// Signals sent to idle workers that have not woken yet: a burst of
+    /// submissions wakes each sleeping worker once, not once per job.
+    private var wakesInFlight = 0
     private var accepting = true
     private var live = 0
     private var nextIndex = 0
@@ -56,7 +59,10 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
             throw FleetError.poolShutDown
         }
         queue.append(job)
-        if idle > 0 { workAvailable.signal() }
+        if idle > wakesInFlight {
+            wakesInFlight += 1
+            workAvailable.signal()
+        }
         mutex.unlock()
     }
 
@@ -123,6 +129,7 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
             idle += 1
             workAvailable.wait(mutex)
             idle -= 1
+            if wakesInFlight > 0 { wakesInFlight -= 1 }
         }
         live -= 1
         let done = (!accepting && live == 0) ? takeCallbacksLocked() : []

@@ -5,9 +5,9 @@
 /// done, or register callbacks. Futures compare equal when they are the same
 /// future, so they can be kept in sets (`wait` returns sets of them).
 public struct Future<Value: Sendable>: Sendable, Hashable {
-    let state: FutureState<Value>
+    @usableFromInline let state: FutureState<Value>
 
-    init(_ state: FutureState<Value>) { self.state = state }
+    @inlinable init(_ state: FutureState<Value>) { self.state = state }
 
     /// Makes a future and the promise that completes it, for code that
     /// produces results itself.
@@ -100,15 +100,15 @@ public struct Future<Value: Sendable>: Sendable, Hashable {
     public func cancel() -> Bool { state.cancel() }
 
     /// True once the task has finished, failed or been cancelled.
-    public var isDone: Bool { state.result != nil }
+    public var isDone: Bool { state.isDone }
 
     /// True while the task runs on a worker.
     public var isRunning: Bool { state.isRunning }
 
     /// True if the future was cancelled before its task started.
     public var isCancelled: Bool {
-        if case .failure(FleetError.cancelled)? = state.result { return true }
-        return false
+        guard state.isDone, case .failure(let e)? = state.result else { return false }
+        return e as? FleetError == .cancelled
     }
 
     /// Runs `callback` with the outcome once the task is done (at once, in

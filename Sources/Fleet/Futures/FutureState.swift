@@ -4,89 +4,126 @@
 /// (cancelled before it started, or completed by a time-out). The first
 /// completion wins; later ones are ignored. Callbacks registered before
 /// completion run on the completing thread, after the lock is released.
-final class FutureState<Value: Sendable>: @unchecked Sendable {
-    // Safe: `phase` and `callbacks` are touched only with `mutex` held.
-    enum Phase {
-        case pending
-        case running
-        case done(Result<Value, any Error>)
-    }
+///
+/// Its methods are `@inlinable` so that `submit` and the worker's side of a
+/// submitted task are specialised for the result type in the caller's
+/// module: a future costs well under a microsecond, and unspecialised
+/// generic code would spend most of that looking up type metadata.
+@usableFromInline
+class FutureState<Value: Sendable>: @unchecked Sendable {
+    // Safe: `stage`, `outcome` and `callbacks` are touched only with the
+    // lock from `FutureLocks` held.
+    @usableFromInline typealias Callback = @Sendable (Result<Value, any Error>) -> Void
 
-    typealias Callback = @Sendable (Result<Value, any Error>) -> Void
+    @usableFromInline static var pending: UInt8 { 0 }
+    @usableFromInline static var running: UInt8 { 1 }
+    @usableFromInline static var done: UInt8 { 2 }
 
-    private let mutex = PthreadMutex()
-    private var phase = Phase.pending
-    private var callbacks: [Callback] = []
+    @usableFromInline var stage: UInt8 = 0
+    @usableFromInline var outcome: Result<Value, any Error>?
+    @usableFromInline var callbacks: [Callback] = []
 
-    init() {}
+    @inlinable init() {}
+
+    /// One of a fixed set of shared locks, chosen by address: futures are
+    /// many and short-lived, and their critical sections a few instructions,
+    /// so a lock per future would cost an allocation for nothing.
+    @inlinable final var mutex: PthreadMutex { FutureLocks.lock(for: self) }
 
     /// Moves pending → running. False if the future was already completed
     /// (cancelled), in which case the work must not run.
-    func start() -> Bool {
-        mutex.lock()
-        defer { mutex.unlock() }
-        if case .pending = phase {
-            phase = .running
-            return true
-        }
-        return false
+    @inlinable final func start() -> Bool {
+        let m = mutex
+        m.lock()
+        defer { m.unlock() }
+        guard stage == Self.pending else { return false }
+        stage = Self.running
+        return true
     }
 
     /// Completes the future if nothing has yet. Returns true if this call did.
-    @discardableResult
-    func complete(_ result: Result<Value, any Error>) -> Bool {
-        mutex.lock()
-        if case .done = phase {
-            mutex.unlock()
+    @inlinable @discardableResult
+    final func complete(_ result: Result<Value, any Error>) -> Bool {
+        let m = mutex
+        m.lock()
+        if stage == Self.done {
+            m.unlock()
             return false
         }
-        phase = .done(result)
+        stage = Self.done
+        outcome = result
+        if callbacks.isEmpty {
+            m.unlock()
+            return true
+        }
         let run = callbacks
         callbacks = []
-        mutex.unlock()
+        m.unlock()
         for callback in run { callback(result) }
         return true
     }
 
     /// Cancels a future whose work has not started.
-    func cancel() -> Bool {
-        mutex.lock()
-        guard case .pending = phase else {
-            mutex.unlock()
+    @inlinable final func cancel() -> Bool {
+        let m = mutex
+        m.lock()
+        guard stage == Self.pending else {
+            m.unlock()
             return false
         }
-        phase = .done(.failure(FleetError.cancelled))
+        stage = Self.done
+        let failure: Result<Value, any Error> = .failure(FleetError.cancelled)
+        outcome = failure
         let run = callbacks
         callbacks = []
-        mutex.unlock()
-        for callback in run { callback(.failure(FleetError.cancelled)) }
+        m.unlock()
+        for callback in run { callback(failure) }
         return true
     }
 
-    var result: Result<Value, any Error>? {
-        mutex.lock()
-        defer { mutex.unlock() }
-        if case .done(let r) = phase { return r }
-        return nil
+    @inlinable final var result: Result<Value, any Error>? {
+        let m = mutex
+        m.lock()
+        defer { m.unlock() }
+        return outcome
     }
 
-    var isRunning: Bool {
-        mutex.lock()
-        defer { mutex.unlock() }
-        if case .running = phase { return true }
-        return false
+    @inlinable final var isDone: Bool {
+        let m = mutex
+        m.lock()
+        defer { m.unlock() }
+        return stage == Self.done
+    }
+
+    @inlinable final var isRunning: Bool {
+        let m = mutex
+        m.lock()
+        defer { m.unlock() }
+        return stage == Self.running
     }
 
     /// Runs `callback` with the result, at once if it is already there.
-    func whenComplete(_ callback: @escaping Callback) {
-        mutex.lock()
-        if case .done(let r) = phase {
-            mutex.unlock()
+    @inlinable final func whenComplete(_ callback: @escaping Callback) {
+        let m = mutex
+        m.lock()
+        if stage == Self.done, let r = outcome {
+            m.unlock()
             callback(r)
             return
         }
         callbacks.append(callback)
-        mutex.unlock()
+        m.unlock()
+    }
+}
+
+/// The striped locks of `FutureState`.
+@usableFromInline
+enum FutureLocks {
+    @usableFromInline static let stripes: [PthreadMutex] = (0..<64).map { _ in PthreadMutex() }
+
+    @inlinable static func lock(for object: AnyObject) -> PthreadMutex {
+        let address = UInt(bitPattern: ObjectIdentifier(object).hashValue)
+        return stripes[Int((address >> 4) & 63)]
     }
 }
 

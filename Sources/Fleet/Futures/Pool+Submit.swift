@@ -1,51 +1,70 @@
-/// One submitted task, queued on a backend: runs its work and completes its
-/// future.
-final class SubmittedJob<R: Sendable>: Job {
-    enum Work: Sendable {
-        case sync(@Sendable (WorkerContext) throws -> R)
-        case async(@Sendable () async throws -> R)
-    }
+/// One submitted task: its future's state and the job that runs it, in one
+/// allocation. `runner` is a specialised function chosen by the
+/// `@inlinable` `submit`, so running the task involves no generic lookups.
+@usableFromInline
+final class SubmittedTask<R: Sendable>: FutureState<R>, Job {
+    @usableFromInline let work: SubmittedWork<R>
+    @usableFromInline let timeout: Duration?
+    @usableFromInline let runner: @Sendable (SubmittedTask<R>, WorkerContext) -> Void
 
-    let state: FutureState<R>
-    let work: Work
-    let timeout: Duration?
-
-    init(state: FutureState<R>, work: Work, timeout: Duration?) {
-        self.state = state
+    @inlinable
+    init(work: SubmittedWork<R>, timeout: Duration?,
+         runner: @escaping @Sendable (SubmittedTask<R>, WorkerContext) -> Void) {
         self.work = work
         self.timeout = timeout
+        self.runner = runner
     }
 
-    func run(on worker: WorkerContext) {
-        guard state.start() else { return }  // cancelled while queued
-        guard let timeout else {
-            state.complete(execute(on: worker, token: nil))
-            return
-        }
-        let token = CancellationToken()
-        let handle = worker.handle
-        let timer = Watchdog.shared.schedule(after: timeout) { [state] in
-            if state.complete(.failure(FleetError.timedOut(item: nil, after: timeout))) {
-                token.cancel()
-                handle.abandon()
-            }
-        }
-        let result = execute(on: worker, token: token)
-        Watchdog.shared.cancel(timer)
-        state.complete(result)
-    }
+    @usableFromInline func run(on worker: WorkerContext) { runner(self, worker) }
+    @usableFromInline func discard(_ reason: FleetError) { complete(.failure(reason)) }
+}
 
-    private func execute(on worker: WorkerContext, token: CancellationToken?) -> Result<R, any Error> {
-        switch work {
-        case .sync(let body):
-            guard let token else { return Result { try body(worker) } }
-            return FleetTask.$token.withValue(token) { Result { try body(worker) } }
-        case .async(let body):
-            return runAsyncHere(token: token, body)
+/// What a submitted task runs.
+@usableFromInline
+enum SubmittedWork<R: Sendable>: Sendable {
+    case plain(@Sendable () throws -> R)
+    case withWorker(@Sendable (WorkerContext) throws -> R)
+    case async(@Sendable () async throws -> R)
+}
+
+/// Runs a submitted task's work on `worker` and completes its future,
+/// enforcing `timeout` if there is one.
+@inlinable
+func runSubmitted<R: Sendable>(_ task: SubmittedTask<R>, on worker: WorkerContext) {
+    guard task.start() else { return }  // cancelled while queued
+    guard let timeout = task.timeout else {
+        switch task.work {
+        case .plain(let body): task.complete(Result { try body() })
+        case .withWorker(let body): task.complete(Result { try body(worker) })
+        case .async(let body): task.complete(runAsyncHere(token: nil, body))
+        }
+        return
+    }
+    runSubmittedWithTimeout(task, task.work, timeout: timeout, on: worker)
+}
+
+/// The slow path of `runSubmitted`: a watchdog fails the future at the
+/// deadline, cancels the task's token, and has the worker replaced.
+@usableFromInline
+func runSubmittedWithTimeout<R: Sendable>(
+    _ state: FutureState<R>, _ work: SubmittedWork<R>, timeout: Duration, on worker: WorkerContext
+) {
+    let token = CancellationToken()
+    let handle = worker.handle
+    let timer = Watchdog.shared.schedule(after: timeout) {
+        if state.complete(.failure(FleetError.timedOut(item: nil, after: timeout))) {
+            token.cancel()
+            handle.abandon()
         }
     }
-
-    func discard(_ reason: FleetError) { state.complete(.failure(reason)) }
+    let result: Result<R, any Error>
+    switch work {
+    case .plain(let body): result = FleetTask.$token.withValue(token) { Result { try body() } }
+    case .withWorker(let body): result = FleetTask.$token.withValue(token) { Result { try body(worker) } }
+    case .async(let body): result = runAsyncHere(token: token, body)
+    }
+    Watchdog.shared.cancel(timer)
+    state.complete(result)
 }
 
 extension Pool {
@@ -54,13 +73,15 @@ extension Pool {
     /// its thread is replaced; see `ThreadBackend`). On the serial backend
     /// the task runs before `submit` returns. Throws
     /// `FleetError.poolShutDown` once the pool is shut down.
+    @inlinable
     public func submit<R: Sendable>(
         timeout: Duration? = nil, _ work: @escaping @Sendable () throws -> R
     ) throws -> Future<R> {
-        try enqueue(.sync { _ in try work() }, timeout: timeout)
+        try enqueue(.plain(work), timeout: timeout)
     }
 
     /// `submit` with an `async` task, run on a worker thread.
+    @inlinable
     public func submit<R: Sendable>(
         timeout: Duration? = nil, _ work: @escaping @Sendable () async throws -> R
     ) throws -> Future<R> {
@@ -68,17 +89,19 @@ extension Pool {
     }
 
     /// `submit` whose task gets this worker's value of `state`.
+    @inlinable
     public func submit<S, R: Sendable>(
         with state: WorkerState<S>, timeout: Duration? = nil,
         _ work: @escaping @Sendable (inout S) throws -> R
     ) throws -> Future<R> {
-        try enqueue(.sync { worker in try state.withState(on: worker, work) }, timeout: timeout)
+        try enqueue(.withWorker { worker in try state.withState(on: worker, work) }, timeout: timeout)
     }
 
-    private func enqueue<R: Sendable>(_ work: SubmittedJob<R>.Work, timeout: Duration?) throws -> Future<R> {
+    @inlinable
+    func enqueue<R: Sendable>(_ work: SubmittedWork<R>, timeout: Duration?) throws -> Future<R> {
         if let timeout { try requirePositive(timeout, "timeout") }
-        let state = FutureState<R>()
-        try backend.enqueue(SubmittedJob(state: state, work: work, timeout: timeout))
-        return Future(state)
+        let task = SubmittedTask(work: work, timeout: timeout, runner: { runSubmitted($0, on: $1) })
+        try backend.enqueue(task)
+        return Future(task)
     }
 }

@@ -65,8 +65,9 @@ public func wait<Value: Sendable, S: Sequence<Future<Value>>>(
     }
 
     // Fast path: already satisfied.
-    let notDone = all.filter { !$0.isDone }
-    if notDone.isEmpty { return split() }
+    var notDone: [Future<Value>] = []
+    for f in all where !f.isDone { notDone.append(f) }
+    if notDone.isEmpty { return (all, []) }
     if condition == .firstCompleted && notDone.count < all.count { return split() }
     if condition == .firstFailure,
        all.contains(where: { if case .failure? = $0.state.result { return true } else { return false } }) {
@@ -99,5 +100,6 @@ public func wait<Value: Sendable, S: Sequence<Future<Value>>>(
     } onCancel: {
         gate.withLock { $0.once }?.resume(with: .success(()))
     }
+    if condition == .allCompleted && gate.withLock({ $0.remaining == 0 }) { return (all, []) }
     return split()
 }

@@ -130,7 +130,13 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     @usableFromInline
     func fail(_ error: any Error) {
         mutex.lock()
-        if terminal == nil { terminal = error }
+        guard terminal == nil else {
+            // Already ending: nothing changes, so waking the caller would
+            // only make a cancelled caller spin while batches finish.
+            mutex.unlock()
+            return
+        }
+        terminal = error
         generation &+= 1
         let w = takeWaiterLocked()
         mutex.unlock()
