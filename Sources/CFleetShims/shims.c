@@ -29,3 +29,4 @@ int cfleet_set_mmap_threshold(int bytes) {
     return 0;
 #endif
 }
+

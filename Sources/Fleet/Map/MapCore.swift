@@ -30,6 +30,10 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     // Safe: every `var` is read and written only with `mutex` held.
     @usableFromInline let ordered: Bool
     @usableFromInline let mode: ErrorMode
+    /// Wake the caller for every finished batch (streams, which hand each
+    /// result over as soon as it can), or only once a quarter of the window
+    /// is ready (`map`, `reduce`), so short tasks do not wake it per batch.
+    let eager: Bool
     @usableFromInline let token = CancellationToken()
     let progress: ProgressTracker?
     let explicitWindow: Int?
@@ -43,14 +47,16 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     private var reorder: [Int: ReadyBatch<R>] = [:]
     private var nextStart = 0
     private var takenItems = 0
+    private var readyItems = 0
     private var inputEnd: Int?
     private var terminal: (any Error)?
     private var generation: UInt64 = 0
     private var waiter: CheckedContinuation<Void, Never>?
 
     @usableFromInline
-    init(ordered: Bool, mode: ErrorMode, options: MapOptions, workers: Int, inline: Bool, total: Int?) {
+    init(ordered: Bool, mode: ErrorMode, eager: Bool, options: MapOptions, workers: Int, inline: Bool, total: Int?) {
         self.ordered = ordered
+        self.eager = eager
         self.mode = mode
         self.workers = workers
         explicitWindow = options.window
@@ -115,10 +121,13 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
             } else if terminal == nil {
                 let batch = ReadyBatch(start: start, count: count, output: output)
                 if ordered { reorder[start] = batch } else { ready.append(batch) }
+                readyItems += count
             }
         }
         generation &+= 1
-        let w = takeWaiterLocked()
+        let window = explicitWindow ?? sizer.size * defaultBatches
+        let wake = eager || terminal != nil || running == 0 || readyItems * 4 >= window
+        let w = wake ? takeWaiterLocked() : nil
         mutex.unlock()
         if let output { progress?.finished(completed: output.succeededCount, failed: output.failedCount) }
         if failure != nil { token.cancel() }
@@ -168,6 +177,7 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
         }
         if let batch {
             takenItems += batch.count
+            readyItems -= batch.count
             return .batch(batch)
         }
         if let inputEnd, takenItems >= inputEnd { return .finished }

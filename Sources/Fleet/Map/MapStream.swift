@@ -167,7 +167,7 @@ extension Pool {
     ) -> MapStream<Element> where Input.Element: Sendable {
         MapStream { [self] in
             let driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
-                                       pool: self, ordered: ordered, mode: mode, options: options)
+                                       pool: self, ordered: ordered, mode: mode, streaming: true, options: options)
             return DriverStream(driver, element: element)
         }
     }
