@@ -44,6 +44,12 @@ struct BenchCommand: AsyncParsableCommand {
         let backends = backend.isEmpty ? BenchBackend.allCases : backend
         let k = workloads.contains(.cpu) ? (cpuK ?? calibrateCPU()) : 0
         var summaries: [BenchSummary] = []
+        let bar = ProgressBar(label: "bench runs")
+        let started = ContinuousClock.now
+        var finishedRuns = 0
+        let plannedRuns = workloads.reduce(0) { total, w in
+            total + runs * backends.filter { $0 != .baseline || w.hasBaseline }.map { $0 == .serial ? 1 : max(1, workers.count) }.reduce(0, +)
+        }
         for w in workloads {
             var plan: [(BenchBackend, Int)] = []
             for b in backends {
@@ -59,6 +65,10 @@ struct BenchCommand: AsyncParsableCommand {
                 var records: [BenchRecord] = []
                 for _ in 0..<runs {
                     records.append(try runChild(workload: w, backend: b, workers: n, cpuK: k))
+                    finishedRuns += 1
+                    bar.report(ProgressSnapshot(submitted: finishedRuns, completed: finishedRuns, failed: 0,
+                                                total: max(plannedRuns, finishedRuns),
+                                                elapsed: ContinuousClock.now - started, isFinished: false))
                 }
                 groups.append(records)
             }
@@ -69,6 +79,8 @@ struct BenchCommand: AsyncParsableCommand {
             }
             fflush(nil)
         }
+        bar.report(ProgressSnapshot(submitted: finishedRuns, completed: finishedRuns, failed: 0,
+                                    total: finishedRuns, elapsed: ContinuousClock.now - started, isFinished: true))
         if !json {
             print(renderTable(summaries))
             for line in comparisons(summaries) { print(line) }

@@ -46,10 +46,13 @@ struct LifecycleTests {
     func anItemPastItsTimeoutFailsAndThePoolGoesOn(_ backend: TestBackend) async throws {
         let pool = try backend.makePool(workers: 2)
         let options = MapOptions(timeout: .milliseconds(100))
+        let sawCancel = Counter()
         let results = try await pool.mapResults(0..<6, options: options) { i -> Int in
-            if i == 3 { cooperativeSleep(ms: 3_000) }
+            if i == 3, cooperativeSleep(ms: 3_000) { sawCancel.increment() }
             return i
         }
+        // The timed-out item's own token was cancelled, and only its.
+        #expect(await eventually { sawCancel.count == 1 })
         for (i, r) in results.enumerated() {
             if i == 3 {
                 guard case .failure(let f) = r else { Issue.record("item 3 should time out"); continue }

@@ -71,7 +71,14 @@ func runAsyncHere<R: Sendable>(
         outcome.withLock { $0 = r }
         executor.finish()
     }
-    token?.onCancel { task.cancel() }
+    // Cancel the Swift task too when the token (or an ancestor) is.
+    var keys: [(CancellationToken, Int)] = []
+    var t = token
+    while let current = t {
+        keys.append((current, current.onCancel { task.cancel() }))
+        t = current.parentToken
+    }
     executor.drive()
+    for (t, key) in keys { t.removeHandler(key) }
     return outcome.withLock { $0 }!
 }

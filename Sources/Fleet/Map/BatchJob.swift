@@ -40,10 +40,16 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
             return
         }
         var timer: UInt64?
+        var token = core.token
         if let timeout {
+            // The item gets a token of its own, so its time-out cancels it
+            // and nothing else.
+            let itemToken = CancellationToken(parent: core.token)
+            token = itemToken
             let handle = worker.handle
             timer = Watchdog.shared.schedule(after: timeout) { [self] in
                 guard claim() else { return }
+                itemToken.cancel()
                 core.finish(start: start, count: items.count, output: timedOutOutput(timeout), nanos: timeout.nanoseconds)
                 handle.abandon()
             }
@@ -52,10 +58,10 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
         let output: BatchOutput<R>
         switch runner {
         case .sync(let body):
-            output = FleetTask.$token.withValue(core.token) { body(items, start, worker, core.mode) }
+            output = FleetTask.$token.withValue(token) { body(items, start, worker, core.mode) }
         case .async(let body):
             let (items, start, mode) = (self.items, self.start, core.mode)
-            output = (try? runAsyncHere(token: core.token) { await body(items, start, mode) }.get()) ?? BatchOutput()
+            output = (try? runAsyncHere(token: token) { await body(items, start, mode) }.get()) ?? BatchOutput()
         }
         let nanos = monotonicNanos() &- began
         if let timer {

@@ -6,34 +6,55 @@ import Synchronization
 ///
 /// Synchronous tasks cannot be interrupted; they observe cancellation by
 /// polling `FleetTask.isCancelled` (or `FleetTask.checkCancellation()`),
-/// which reads the token of the operation they run for.
+/// which reads the token of the operation they run for. A token made with a
+/// `parent` is also cancelled when the parent is (an item's token under its
+/// operation's).
 public final class CancellationToken: Sendable {
     private let flag = Atomic<Bool>(false)
-    private let handlers = Locked<[@Sendable () -> Void]?>([])
+    private let parent: CancellationToken?
+    private let handlers = Locked<(next: Int, list: [Int: @Sendable () -> Void])?>((0, [:]))
 
-    public init() {}
+    var parentToken: CancellationToken? { parent }
 
-    /// True once `cancel()` has been called.
-    public var isCancelled: Bool { flag.load(ordering: .acquiring) }
+    /// A new token, cancelled by `cancel()` or by its parent's.
+    public init(parent: CancellationToken? = nil) { self.parent = parent }
+
+    /// True once `cancel()` has been called on it or on its parent.
+    public var isCancelled: Bool {
+        flag.load(ordering: .acquiring) || (parent?.isCancelled ?? false)
+    }
 
     /// Sets the flag and runs the registered handlers, once.
     public func cancel() {
         guard !flag.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let run = handlers.withLock { h -> [@Sendable () -> Void] in
             defer { h = nil }
-            return h ?? []
+            return h.map { Array($0.list.values) } ?? []
         }
         for handler in run { handler() }
     }
 
-    /// Runs `handler` when the token is cancelled (at once if it already is).
-    public func onCancel(_ handler: @escaping @Sendable () -> Void) {
-        let runNow = handlers.withLock { h -> Bool in
-            guard h != nil else { return true }
-            h!.append(handler)
-            return false
+    /// Runs `handler` when this token itself is cancelled (at once if it
+    /// already is). Returns a key for `removeHandler`.
+    @discardableResult
+    public func onCancel(_ handler: @escaping @Sendable () -> Void) -> Int {
+        let key = handlers.withLock { h -> Int? in
+            guard h != nil else { return nil }
+            let key = h!.next
+            h!.next += 1
+            h!.list[key] = handler
+            return key
         }
-        if runNow { handler() }
+        guard let key else {
+            handler()
+            return -1
+        }
+        return key
+    }
+
+    /// Forgets a handler registered with `onCancel`.
+    public func removeHandler(_ key: Int) {
+        handlers.withLock { h in _ = h?.list.removeValue(forKey: key) }
     }
 }
 
