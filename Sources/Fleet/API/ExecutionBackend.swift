@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The contract every backend implements: run jobs on workers, and shut down.
 ///
 /// Everything users call (`submit`, the map forms, `reduce`, `asCompleted`,
@@ -69,19 +71,16 @@ public final class WorkerContext {
 /// abandoned to a task that overran its time-out.
 final class WorkerHandle: Sendable {
     private let onAbandon: @Sendable () -> Void
-    private let abandonedFlag = Locked(false)
+    /// Read by the worker after every job, so an atomic rather than a lock.
+    private let abandoned = Atomic<Bool>(false)
 
     init(onAbandon: @escaping @Sendable () -> Void = {}) { self.onAbandon = onAbandon }
 
-    var isAbandoned: Bool { abandonedFlag.withLock { $0 } }
+    var isAbandoned: Bool { abandoned.load(ordering: .acquiring) }
 
     /// Marks the worker as lost to its current task: the backend starts a
     /// replacement, and this worker exits once the task returns.
     func abandon() {
-        let first = abandonedFlag.withLock { a -> Bool in
-            defer { a = true }
-            return !a
-        }
-        if first { onAbandon() }
+        if !abandoned.exchange(true, ordering: .acquiringAndReleasing) { onAbandon() }
     }
 }

@@ -45,7 +45,7 @@ public final class Pool: Sendable {
     }
 
     /// The shared serial pool. Shutting it down is ignored.
-    public static let serial: Pool = Pool(backend: SharedSerialBackend(), id: 0)
+    public static let serial: Pool = Pool(backend: SerialBackend(id: 0, shared: true), id: 0)
 
     /// A pool of `workers` dedicated OS threads (default: the cores this
     /// process may use, see `UsableCores`). Tasks may block.
@@ -80,17 +80,9 @@ public final class Pool: Sendable {
     /// `shutdown(_:)` for synchronous code: blocks the calling thread.
     public func shutdownBlocking(_ policy: ShutdownPolicy = .drain) {
         backend.beginShutdown(policy)
-        let done = Locked(false)
-        let mutex = PthreadMutex(), cond = PthreadCondition()
-        backend.onTermination {
-            mutex.lock()
-            done.withLock { $0 = true }
-            cond.broadcast()
-            mutex.unlock()
-        }
-        mutex.lock()
-        while !done.withLock({ $0 }) { cond.wait(mutex) }
-        mutex.unlock()
+        let done = BlockingSlot<Bool>()
+        backend.onTermination { done.put(true) }
+        _ = done.take()
     }
 }
 
@@ -98,15 +90,4 @@ extension Optional where Wrapped == Pool {
     /// The pool, or `Pool.serial` when there is none: how a library function
     /// with an `executor: Pool? = nil` parameter runs serially by default.
     public var orSerial: Pool { self ?? .serial }
-}
-
-/// The backend of `Pool.serial`: serial, and never shut down.
-final class SharedSerialBackend: ExecutionBackend {
-    private let inner = SerialBackend(id: 0)
-    var kind: BackendKind { .serial }
-    var workerCount: Int { 1 }
-    var runsInline: Bool { true }
-    func enqueue(_ job: any Job) throws { try inner.enqueue(job) }
-    func beginShutdown(_ policy: ShutdownPolicy) {}
-    func onTermination(_ callback: @escaping @Sendable () -> Void) { callback() }
 }

@@ -15,9 +15,14 @@ final class SerialBackend: ExecutionBackend {
     let workerCount = 1
     let runsInline = true
     private let key: String
+    /// The shared `Pool.serial` ignores shutdown: it belongs to everyone.
+    private let shared: Bool
     private let shutDown = Locked(false)
 
-    init(id: Int) { key = "fleet.serial.\(id)" }
+    init(id: Int, shared: Bool = false) {
+        key = "fleet.serial.\(id)"
+        self.shared = shared
+    }
 
     func enqueue(_ job: any Job) throws {
         if shutDown.withLock({ $0 }) { throw FleetError.poolShutDown }
@@ -34,7 +39,7 @@ final class SerialBackend: ExecutionBackend {
     }
 
     func beginShutdown(_ policy: ShutdownPolicy) {
-        shutDown.withLock { $0 = true }
+        if !shared { shutDown.withLock { $0 = true } }
     }
 
     func onTermination(_ callback: @escaping @Sendable () -> Void) { callback() }

@@ -68,30 +68,12 @@ public struct Future<Value: Sendable>: Sendable, Hashable {
     /// with every worker busy, as it would wait for itself.
     public func waitBlocking(timeout: Duration? = nil) throws -> Value {
         if let timeout { try requirePositive(timeout, "timeout") }
-        let done = Locked<Result<Value, any Error>?>(nil)
-        let mutex = PthreadMutex()
-        let cond = PthreadCondition()
-        let wake: @Sendable () -> Void = {
-            mutex.lock()
-            cond.broadcast()
-            mutex.unlock()
+        let slot = BlockingSlot<Result<Value, any Error>>()
+        state.whenComplete { slot.put($0) }
+        guard let result = slot.take(untilNanos: timeout.map { monotonicNanos() &+ $0.nanoseconds }) else {
+            throw FleetError.timedOut(item: nil, after: timeout!)
         }
-        state.whenComplete { r in
-            done.withLock { $0 = r }
-            wake()
-        }
-        let deadline = timeout.map { monotonicNanos() &+ $0.nanoseconds }
-        mutex.lock()
-        defer { mutex.unlock() }
-        while true {
-            if let r = done.withLock({ $0 }) { return try r.get() }
-            if let deadline {
-                if monotonicNanos() >= deadline { throw FleetError.timedOut(item: nil, after: timeout!) }
-                cond.wait(mutex, untilNanos: deadline)
-            } else {
-                cond.wait(mutex)
-            }
-        }
+        return try result.get()
     }
 
     /// Cancels the task if it has not started. Returns true if it was

@@ -122,7 +122,8 @@ enum FutureLocks {
     @usableFromInline static let stripes: [PthreadMutex] = (0..<64).map { _ in PthreadMutex() }
 
     @inlinable static func lock(for object: AnyObject) -> PthreadMutex {
-        let address = UInt(bitPattern: ObjectIdentifier(object).hashValue)
+        // The address itself, not `hashValue` (which runs SipHash each time).
+        let address = UInt(bitPattern: ObjectIdentifier(object))
         return stripes[Int((address >> 4) & 63)]
     }
 }

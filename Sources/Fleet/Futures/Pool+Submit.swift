@@ -43,28 +43,22 @@ func runSubmitted<R: Sendable>(_ task: SubmittedTask<R>, on worker: WorkerContex
     runSubmittedWithTimeout(task, task.work, timeout: timeout, on: worker)
 }
 
-/// The slow path of `runSubmitted`: a watchdog fails the future at the
-/// deadline, cancels the task's token, and has the worker replaced.
+/// The slow path of `runSubmitted`: the time-out fails the future and has
+/// the worker replaced (see `withTimeLimit`).
 @usableFromInline
 func runSubmittedWithTimeout<R: Sendable>(
     _ state: FutureState<R>, _ work: SubmittedWork<R>, timeout: Duration, on worker: WorkerContext
 ) {
-    let token = CancellationToken()
-    let handle = worker.handle
-    let timer = Watchdog.shared.schedule(after: timeout) {
-        if state.complete(.failure(FleetError.timedOut(item: nil, after: timeout))) {
-            token.cancel()
-            handle.abandon()
+    let result = withTimeLimit(timeout, parent: nil, worker: worker, expire: {
+        state.complete(.failure(FleetError.timedOut(item: nil, after: timeout)))
+    }) { token -> Result<R, any Error> in
+        switch work {
+        case .plain(let body): return FleetTask.$token.withValue(token) { Result { try body() } }
+        case .withWorker(let body): return FleetTask.$token.withValue(token) { Result { try body(worker) } }
+        case .async(let body): return runAsyncHere(token: token, body)
         }
     }
-    let result: Result<R, any Error>
-    switch work {
-    case .plain(let body): result = FleetTask.$token.withValue(token) { Result { try body() } }
-    case .withWorker(let body): result = FleetTask.$token.withValue(token) { Result { try body(worker) } }
-    case .async(let body): result = runAsyncHere(token: token, body)
-    }
-    Watchdog.shared.cancel(timer)
-    state.complete(result)
+    state.complete(result)  // ignored if the time-out came first
 }
 
 extension Pool {

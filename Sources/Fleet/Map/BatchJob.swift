@@ -16,7 +16,7 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
     @usableFromInline let items: [T]
     @usableFromInline let runner: BatchRunner<T, R>
     @usableFromInline let timeout: Duration?
-    /// Set by whichever finishes the batch first: the batch itself or its
+    /// Set by whichever reports the batch first: the batch itself or its
     /// time-out. Only used when there is a time-out.
     private let claimed = Atomic<Bool>(false)
 
@@ -39,36 +39,30 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
             core.finish(start: start, count: items.count, output: nil, nanos: 0)
             return
         }
-        var timer: UInt64?
-        var token = core.token
-        if let timeout {
-            // The item gets a token of its own, so its time-out cancels it
-            // and nothing else.
-            let itemToken = CancellationToken(parent: core.token)
-            token = itemToken
-            let handle = worker.handle
-            timer = Watchdog.shared.schedule(after: timeout) { [self] in
-                guard claim() else { return }
-                itemToken.cancel()
-                core.finish(start: start, count: items.count, output: timedOutOutput(timeout), nanos: timeout.nanoseconds)
-                handle.abandon()
-            }
-        }
         let began = monotonicNanos()
         let output: BatchOutput<R>
+        if let timeout {
+            output = withTimeLimit(timeout, parent: core.token, worker: worker, expire: { [self] in
+                guard claim() else { return false }
+                core.finish(start: start, count: items.count, output: timedOutOutput(timeout),
+                            nanos: timeout.nanoseconds)
+                return true
+            }) { token in execute(on: worker, token: token) }
+            guard claim() else { return }  // the time-out already reported it
+        } else {
+            output = execute(on: worker, token: core.token)
+        }
+        core.finish(start: start, count: items.count, output: output, nanos: monotonicNanos() &- began)
+    }
+
+    private func execute(on worker: WorkerContext, token: CancellationToken) -> BatchOutput<R> {
         switch runner {
         case .sync(let body):
-            output = FleetTask.$token.withValue(token) { body(items, start, worker, core.mode) }
+            return FleetTask.$token.withValue(token) { body(items, start, worker, core.mode) }
         case .async(let body):
             let (items, start, mode) = (self.items, self.start, core.mode)
-            output = (try? runAsyncHere(token: token) { await body(items, start, mode) }.get()) ?? BatchOutput()
+            return (try? runAsyncHere(token: token) { await body(items, start, mode) }.get()) ?? BatchOutput()
         }
-        let nanos = monotonicNanos() &- began
-        if let timer {
-            Watchdog.shared.cancel(timer)
-            guard claim() else { return }  // the time-out already reported it
-        }
-        core.finish(start: start, count: items.count, output: output, nanos: nanos)
     }
 
     /// Runs the batch in the caller's task (the serial backend with an async

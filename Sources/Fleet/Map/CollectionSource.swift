@@ -43,6 +43,7 @@ extension Pool {
     func mapInPlace<C: RandomAccessCollection & Sendable, R: Sendable>(
         _ input: C, options: MapOptions, _ transform: @escaping @Sendable (C.Element) throws -> R
     ) async throws -> [R] where C.Element: Sendable {
+        try options.validate()  // before allocating the output
         let n = input.count
         if n == 0 { return try await collectOrdered(input, options: options, runner: .plain(transform)) }
         var output = [R](unsafeUninitializedCapacity: n) { _, count in count = n }

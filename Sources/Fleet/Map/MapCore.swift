@@ -90,19 +90,17 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     }
 
     /// Records a batch of `count` items about to be dispatched, and gives
-    /// back room reserved but not used (`unused`); `last` marks the end of
-    /// the input at `end`.
+    /// back room reserved but not used (`unused`); a non-nil `end` marks
+    /// the end of the input there.
     @usableFromInline
     func dispatching(count: Int, unused: Int, inputEndsAt end: Int?) {
         mutex.lock()
         inFlight -= unused
         if count > 0 { running += 1 }
         if let end { inputEnd = end }
-        generation &+= 1
-        let w = takeWaiterLocked()
         mutex.unlock()
         progress?.submitted(count)
-        w?.resume()
+        // No wake-up: the driver, the only one who waits, is the caller.
     }
 
     /// A worker finished a batch (or the batch was skipped, `output` nil).

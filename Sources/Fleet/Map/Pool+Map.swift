@@ -29,7 +29,6 @@ extension Pool {
         _ transform: @escaping @Sendable (Input.Element) throws -> R
     ) async throws -> [R] where Input.Element: Sendable {
         if _isPOD(R.self) && options.timeout == nil {
-            try options.validate()
             return try await mapInPlace(input, options: options, transform)
         }
         return try await collectOrdered(input, options: options, runner: .plain(transform))

@@ -107,3 +107,38 @@ extension Duration {
         return whole &+ UInt64(atto / 1_000_000_000)
     }
 }
+
+/// A value that arrives once, and a blocking wait for it: how the
+/// synchronous `…Blocking` calls wait for a callback.
+final class BlockingSlot<T: Sendable>: @unchecked Sendable {
+    // Safe: `value` is touched only with `mutex` held.
+    private let mutex = PthreadMutex()
+    private let arrived = PthreadCondition()
+    private var value: T?
+
+    init() {}
+
+    /// Stores the value (the first one wins) and wakes the waiters.
+    func put(_ v: T) {
+        mutex.lock()
+        if value == nil { value = v }
+        arrived.broadcast()
+        mutex.unlock()
+    }
+
+    /// Blocks until the value arrives, or until `deadline` (monotonic
+    /// nanoseconds) passes, when it returns nil.
+    func take(untilNanos deadline: UInt64? = nil) -> T? {
+        mutex.lock()
+        defer { mutex.unlock() }
+        while value == nil {
+            if let deadline {
+                if monotonicNanos() >= deadline { return nil }
+                arrived.wait(mutex, untilNanos: deadline)
+            } else {
+                arrived.wait(mutex)
+            }
+        }
+        return value
+    }
+}
