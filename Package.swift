@@ -31,7 +31,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet"]),
+        // Remote tasks the tests run, and the worker program that serves
+        // them (the test runner's own main cannot call bootstrap).
+        .target(name: "FleetTestTasks", dependencies: ["Fleet"], path: "Tests/FleetTestTasks"),
+        .executableTarget(name: "FleetTestWorker", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetTestWorker"),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -39,6 +39,8 @@ public enum BackendKind: String, Sendable, CaseIterable, CustomStringConvertible
     case serial
     /// A pool of dedicated OS threads.
     case threads
+    /// A pool of worker processes running remote tasks.
+    case processes
 
     public var description: String { rawValue }
 }

@@ -63,6 +63,7 @@ public final class Pool: Sendable {
             if let workers { try requirePositive(workers, "workers") }
             return makeSerial()
         case .threads: return try threads(workers: workers)
+        case .processes: return try processes(workers: workers)
         }
     }
 

@@ -10,7 +10,7 @@ protocol InlineAsyncJob: Job {
 }
 
 @usableFromInline
-final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
+final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob, RemoteConvertible {
     @usableFromInline let core: MapCore<R>
     @usableFromInline let start: Int
     @usableFromInline let items: [T]
@@ -30,6 +30,12 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
     }
 
     @usableFromInline var isAsync: Bool { runner.isAsync }
+
+    /// The job a processes backend sends to a worker, for a remote task.
+    func remoteJob(registry: Registry) throws -> (any RemoteJob)? {
+        guard case .remote(let task) = runner else { return nil }
+        return try task.makeJob(core: core, start: start, items: items, timeout: timeout, registry: registry)
+    }
 
     private func claim() -> Bool { !claimed.exchange(true, ordering: .acquiringAndReleasing) }
 
@@ -62,6 +68,8 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob {
         case .async(let body):
             let (items, start, mode) = (self.items, self.start, core.mode)
             return (try? runAsyncHere(token: token) { await body(items, start, mode) }.get()) ?? BatchOutput()
+        case .remote(let task):
+            return FleetTask.$token.withValue(token) { task.runHere(items, start: start, mode: core.mode, token: token) }
         }
     }
 

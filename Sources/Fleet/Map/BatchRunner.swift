@@ -25,6 +25,9 @@ struct BatchOutput<R: Sendable>: Sendable {
 enum BatchRunner<T: Sendable, R: Sendable>: Sendable {
     case sync(@Sendable (_ items: [T], _ start: Int, _ worker: WorkerContext, _ mode: ErrorMode) -> BatchOutput<R>)
     case async(@Sendable (_ items: [T], _ start: Int, _ mode: ErrorMode) async -> BatchOutput<R>)
+    /// A remote task: called here on serial and threads, sent to a worker
+    /// process on processes (see `BatchJob.remoteJob`).
+    case remote(any RemoteBatchMaker<T, R>)
 
     @inlinable var isAsync: Bool {
         if case .async = self { return true }

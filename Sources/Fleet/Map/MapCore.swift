@@ -103,6 +103,14 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
         // No wake-up: the driver, the only one who waits, is the caller.
     }
 
+    /// A running batch became `parts` batches (a worker died in the middle
+    /// of it, and it was cut around the item that killed it).
+    func split(into parts: Int) {
+        mutex.lock()
+        running += parts - 1
+        mutex.unlock()
+    }
+
     /// A worker finished a batch (or the batch was skipped, `output` nil).
     @usableFromInline
     func finish(start: Int, count: Int, output: BatchOutput<R>?, nanos: UInt64) {

@@ -22,14 +22,20 @@ public struct MapOptions: Sendable {
     public var progress: (@Sendable (ProgressSnapshot) -> Void)?
     /// How often `progress` is called at most.
     public var progressInterval: Duration
+    /// Processes backend: how many more times to run an item whose worker
+    /// process died running it (nil: the pool's `ProcessOptions.retries`).
+    /// A retried item reads `FleetTask.attempt` to know.
+    public var retries: Int?
 
     public init(
         window: Int? = nil,
         batchSize: Int? = nil,
         timeout: Duration? = nil,
         progress: (@Sendable (ProgressSnapshot) -> Void)? = nil,
-        progressInterval: Duration = .milliseconds(100)
+        progressInterval: Duration = .milliseconds(100),
+        retries: Int? = nil
     ) {
+        self.retries = retries
         self.window = window
         self.batchSize = batchSize
         self.timeout = timeout
@@ -39,6 +45,7 @@ public struct MapOptions: Sendable {
 
     @usableFromInline
     func validate() throws {
+        if let retries, retries < 0 { throw FleetError.invalidArgument("retries must not be negative, got \(retries)") }
         if let window { try requirePositive(window, "window") }
         if let batchSize { try requirePositive(batchSize, "batchSize") }
         if let timeout { try requirePositive(timeout, "timeout") }

@@ -63,6 +63,10 @@ public enum FleetTask {
     /// The token of the operation the current task runs for, if any.
     @TaskLocal public static var token: CancellationToken?
 
+    /// Which try this is of the current remote task, from 0: above 0 when a
+    /// worker process died running it before and the pool retried it.
+    @TaskLocal public static var attempt: Int = 0
+
     /// True when the current task's work is no longer wanted. Works in
     /// synchronous closures on every backend, where `Task.isCancelled` cannot.
     public static var isCancelled: Bool {

@@ -11,6 +11,19 @@ public enum FleetError: Error, Equatable, CustomStringConvertible {
     /// The work ran longer than its time-out. `item` is the index of the item
     /// within its operation (nil for a single submitted task).
     case timedOut(item: Int?, after: Duration)
+    /// A worker process died while running the work: `pid` and how it ended,
+    /// after `attempts` tries. `item` is the item's index (nil for a single
+    /// submitted task).
+    case workerDied(item: Int?, pid: Int32, exit: WorkerExit, attempts: Int)
+    /// A frame between the driver and a worker broke the protocol (corrupt,
+    /// truncated or oversized); the worker was replaced.
+    case protocolViolation(String)
+    /// Worker processes could not be started, or they and the driver were
+    /// built from different code (their tasks or protocol versions differ).
+    case workerStartFailed(String)
+    /// A remote task that `RemoteTasks.bootstrap` did not register, or work
+    /// that cannot cross a process boundary (a closure on a processes pool).
+    case notRemote(String)
 
     public var description: String {
         switch self {
@@ -19,6 +32,13 @@ public enum FleetError: Error, Equatable, CustomStringConvertible {
         case .cancelled: return "cancelled"
         case .timedOut(let item?, let after): return "item \(item) timed out after \(after)"
         case .timedOut(nil, let after): return "task timed out after \(after)"
+        case .workerDied(let item, let pid, let exit, let attempts):
+            let what = item.map { "item \($0)" } ?? "the task"
+            let tries = attempts == 1 ? "1 attempt" : "\(attempts) attempts"
+            return "the worker process (pid \(pid)) running \(what) \(exit), after \(tries)"
+        case .protocolViolation(let why): return "protocol violation: \(why)"
+        case .workerStartFailed(let why): return "worker processes failed to start: \(why)"
+        case .notRemote(let why): return why
         }
     }
 }
@@ -37,10 +57,15 @@ public struct ItemFailure: Error, CustomStringConvertible {
     }
 
     /// The underlying error's type name, e.g. `DecodingError`.
-    public var errorType: String { String(reflecting: type(of: underlying)) }
+    /// For an error thrown in a worker process, the type it had there.
+    public var errorType: String {
+        if let remote = underlying as? RemoteError { return remote.typeName }
+        return String(reflecting: type(of: underlying))
+    }
 
     public var description: String {
-        "item \(index) failed: \(errorType): \(underlying)"
+        if let remote = underlying as? RemoteError { return "item \(index) failed: \(remote)" }
+        return "item \(index) failed: \(errorType): \(underlying)"
     }
 }
 
@@ -52,4 +77,26 @@ func requirePositive(_ value: Int, _ name: String) throws {
 @usableFromInline
 func requirePositive(_ value: Duration, _ name: String) throws {
     if value <= .zero { throw FleetError.invalidArgument("\(name) must be positive, got \(value)") }
+}
+
+/// How a worker process ended.
+public enum WorkerExit: Sendable, Equatable, CustomStringConvertible {
+    /// It called `exit` with this status.
+    case exited(Int32)
+    /// A signal killed it (SIGKILL also when the kernel killed it for memory).
+    case signaled(Int32)
+
+    public var description: String {
+        switch self {
+        case .exited(let status): return "exited with status \(status)"
+        case .signaled(let signal): return "was killed by signal \(signal) (\(signalName(signal)))"
+        }
+    }
+}
+
+func signalName(_ signal: Int32) -> String {
+    let names: [Int32: String] = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
+                                  7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE",
+                                  14: "SIGALRM", 15: "SIGTERM"]
+    return names[signal] ?? "signal \(signal)"
 }

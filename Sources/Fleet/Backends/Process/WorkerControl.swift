@@ -1,0 +1,57 @@
+import CFleetShims
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A page of memory shared by the driver and one worker process. The worker
+/// records which request and which item of it it is running; when it dies,
+/// the driver reads the page to learn which item killed it, so that only
+/// that item is failed or retried.
+final class WorkerControl {
+    private let words: UnsafeMutablePointer<UInt64>
+    let fd: Int32
+
+    /// Maps a fresh page (driver side).
+    init() throws {
+        fd = cfleet_memfd("fleet-control")
+        guard fd >= 0 else { throw FleetError.workerStartFailed("memfd_create: \(String(cString: strerror(errno)))") }
+        guard ftruncate(fd, 4096) == 0 else {
+            close(fd)
+            throw FleetError.workerStartFailed("ftruncate: \(String(cString: strerror(errno)))")
+        }
+        guard let p = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            close(fd)
+            throw FleetError.workerStartFailed("mmap: \(String(cString: strerror(errno)))")
+        }
+        words = p.bindMemory(to: UInt64.self, capacity: 4)
+        words.update(repeating: 0, count: 4)
+    }
+
+    /// Maps the page inherited as descriptor `fd` (worker side).
+    init(inherited fd: Int32) throws {
+        self.fd = fd
+        guard let p = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw FleetError.protocolViolation("cannot map the control page")
+        }
+        words = p.bindMemory(to: UInt64.self, capacity: 4)
+    }
+
+    deinit {
+        munmap(words, 4096)
+        close(fd)
+    }
+
+    /// The sequence number of the request being run (0: none).
+    var seq: UInt64 {
+        get { words[0] }
+        set { words[0] = newValue }
+    }
+
+    /// The position, within its request, of the item being run.
+    var current: Int {
+        get { Int(truncatingIfNeeded: words[1]) }
+        set { words[1] = UInt64(truncatingIfNeeded: newValue) }
+    }
+}

@@ -1,0 +1,152 @@
+import CFleetShims
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// How the driver tells a process it is a worker: an environment variable
+/// naming the protocol version and the driver's pid, and four inherited
+/// descriptors.
+struct WorkerSpec {
+    static let variable = "FLEET_WORKER"
+    static let requestFD: Int32 = 3
+    static let replyFD: Int32 = 4
+    static let lifelineFD: Int32 = 5
+    static let controlFD: Int32 = 6
+    static let firstFree: Int32 = 7
+
+    let version: Int
+    let parent: Int32
+    let maxFrameBytes: Int
+
+    var environmentValue: String { "\(version);\(parent);\(maxFrameBytes)" }
+
+    static func fromEnvironment() -> WorkerSpec? {
+        guard let raw = getenv(variable) else { return nil }
+        let parts = String(cString: raw).split(separator: ";").compactMap { Int($0) }
+        // Workers must not pass the role on to processes their tasks start.
+        unsetenv(variable)
+        guard parts.count == 3 else {
+            writeStderr("fleet worker: malformed \(variable)\n")
+            exit(3)
+        }
+        return WorkerSpec(version: parts[0], parent: Int32(parts[1]), maxFrameBytes: parts[2])
+    }
+}
+
+// Worker process: data flow
+//
+//   fd 3 (requests) ─▶ FrameReader ─▶ request ─▶ task.serve(items) ─▶ reply ─▶ fd 4
+//   fd 5 (lifeline): a thread blocks reading it; EOF means the driver died,
+//                    and the worker exits at once, even mid-task
+//   fd 6 (control page): the request and item being run, for the driver
+//   fd 1, 2: the task's own output, relayed by the driver to its stderr
+//
+// The worker serves requests in the order they arrive, one at a time.
+// Replies to short requests are held while more requests are already
+// buffered, so a burst of small tasks costs one write.
+
+/// The serving loop of a worker process.
+struct WorkerMain {
+    let registry: Registry
+    let spec: WorkerSpec
+
+    func run() -> Never {
+        signal(SIGPIPE, SIG_IGN)
+        watchLifeline()
+        if getppid() != spec.parent { exit(0) }  // the driver is already gone
+        let out = WireBuffer(capacity: 1 << 16)
+        let control: WorkerControl
+        do {
+            control = try WorkerControl(inherited: WorkerSpec.controlFD)
+        } catch {
+            fatal("\(error)", out)
+        }
+        appendFrame(.hello, seq: 0, to: out) { b in
+            b.append(wireProtocolVersion)
+            b.append(Int32(getpid()))
+            b.append(registry.fingerprint)
+            b.append(UInt64(registry.signatures.count))
+            for s in registry.signatures { b.appendString(s) }
+        }
+        flush(out)
+        if spec.version != Int(wireProtocolVersion) {
+            fatal("the driver speaks protocol version \(spec.version), this worker \(wireProtocolVersion)", out)
+        }
+        let reader = FrameReader(fd: WorkerSpec.requestFD, maxLength: spec.maxFrameBytes)
+        while true {
+            let frame: (FrameHeader, UnsafeRawBufferPointer)?
+            do { frame = try reader.next() } catch { fatal("\(error)", out) }
+            guard let (header, body) = frame else {
+                flush(out)
+                exit(0)
+            }
+            switch header.kind {
+            case .request, .initialize:
+                let began = monotonicNanos()
+                do {
+                    try serve(header, body, control: control, into: out)
+                } catch {
+                    fatal("bad request \(header.seq): \(error)", out)
+                }
+                // Hold short replies while more requests wait; flush before blocking.
+                if !reader.hasBufferedFrame || out.count > 1 << 18 || monotonicNanos() &- began > 50_000 {
+                    flush(out)
+                }
+            case .shutdown:
+                flush(out)
+                exit(0)
+            default:
+                fatal("unexpected \(header.kind) frame", out)
+            }
+        }
+    }
+
+    private func serve(_ header: FrameHeader, _ body: UnsafeRawBufferPointer, control: WorkerControl,
+                       into out: WireBuffer) throws {
+        var r = WireReader(body)
+        let taskID = Int(try r.read(UInt32.self))
+        let attempt = Int(try r.read(UInt32.self))
+        let mode: ErrorMode = try r.read(UInt8.self) == 0 ? .failFast : .collect
+        guard taskID < registry.tasks.count, let task = registry.tasks[taskID] as? any RemoteServable else {
+            throw WireError.corrupt("no task with id \(taskID)")
+        }
+        control.seq = header.seq
+        control.current = 0
+        try appendFrame(.reply, seq: header.seq, to: out) { b in
+            let began = monotonicNanos()
+            let nanosAt = b.count
+            b.append(UInt64(0))
+            try FleetTask.$attempt.withValue(attempt) {
+                try task.serve(&r, mode: mode, control: control, into: b)
+            }
+            b.patch(monotonicNanos() &- began, at: nanosAt)
+        }
+        control.seq = 0
+    }
+
+    private func flush(_ out: WireBuffer) {
+        guard out.count > 0 else { return }
+        do { try writeAll(WorkerSpec.replyFD, out.bytes) } catch { exit(0) }  // the driver is gone
+        out.removeAll()
+    }
+
+    /// Reports a protocol error to the driver and exits.
+    private func fatal(_ message: String, _ out: WireBuffer) -> Never {
+        appendFrame(.fatal, seq: 0, to: out) { $0.appendString(message) }
+        flush(out)
+        exit(3)
+    }
+
+    /// Exits as soon as the driver dies: the lifeline's write end is held
+    /// by the driver alone, so the read returns when it is gone.
+    private func watchLifeline() {
+        spawnThread(name: "fleet-lifeline") {
+            var byte: UInt8 = 0
+            while read(WorkerSpec.lifelineFD, &byte, 1) < 0 && errno == EINTR {}
+            _exit(0)
+        }
+    }
+}
+

@@ -1,0 +1,211 @@
+// The jobs a processes backend sends to workers: a batch of a map over a
+// remote task, or one submitted call. Each carries its inputs already
+// encoded (once, on the caller's thread), and knows how to read its reply,
+// fail, or split around the item that killed a worker.
+
+/// A job that can run in a worker process.
+@usableFromInline
+protocol RemoteJob: Job {
+    /// The task's id on the wire.
+    var taskID: Int { get }
+    var mode: ErrorMode { get }
+    var timeout: Duration? { get }
+    /// Retries allowed after a worker dies running this job (nil: the pool's).
+    var retries: Int? { get }
+    /// Tries made so far. Read and written only under the backend's lock.
+    var attempt: Int { get set }
+    /// The index of the first item, for errors (nil: a submitted call).
+    var firstIndex: Int? { get }
+    var itemCount: Int { get }
+    /// The encoded inputs.
+    var payload: WireBuffer { get }
+    /// Called before the first send: false if the job is no longer wanted
+    /// (then the backend calls `skip`).
+    func begin() -> Bool
+    func skip()
+    /// Reads the worker's reply and completes the job.
+    func deliver(_ reply: inout WireReader, nanos: UInt64) throws
+    /// Completes the job with `error` for its first item.
+    func fail(_ error: any Error)
+    /// Splits a batch around the item at `offset`, which killed its worker.
+    func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?)
+}
+
+/// A queued job that may turn into a `RemoteJob` (a map batch).
+protocol RemoteConvertible {
+    func remoteJob(registry: Registry) throws -> (any RemoteJob)?
+}
+
+/// A remote task in a map call: runs batches here, or makes remote jobs.
+@usableFromInline
+protocol RemoteBatchMaker<T, R>: Sendable {
+    associatedtype T: Sendable
+    associatedtype R: Sendable
+    func runHere(_ items: [T], start: Int, mode: ErrorMode, token: CancellationToken?) -> BatchOutput<R>
+    func makeJob(core: MapCore<R>, start: Int, items: [T], timeout: Duration?, registry: Registry) throws -> any RemoteJob
+}
+
+@usableFromInline
+struct RemoteMapping<I: Codable & Sendable, O: Codable & Sendable>: RemoteBatchMaker {
+    let task: RemoteTask<I, O>
+    let retries: Int?
+
+    @usableFromInline init(task: RemoteTask<I, O>, retries: Int?) {
+        self.task = task
+        self.retries = retries
+    }
+
+    @usableFromInline
+    func runHere(_ items: [I], start: Int, mode: ErrorMode, token: CancellationToken?) -> BatchOutput<O> {
+        runItems(items, start: start, mode: mode, token: token, task.body)
+    }
+
+    @usableFromInline
+    func makeJob(core: MapCore<O>, start: Int, items: [I], timeout: Duration?, registry: Registry) throws -> any RemoteJob {
+        try RemoteBatchJob(core: core, start: start, items: items, mapping: self,
+                           taskID: registry.id(of: task), timeout: timeout, attempt: 0)
+    }
+}
+
+/// A batch of a map, sent to a worker as one frame.
+final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJob, @unchecked Sendable {
+    // Safe: `attempt` is read and written only under the backend's lock;
+    // everything else is immutable.
+    let core: MapCore<O>
+    let start: Int
+    let items: [I]
+    let mapping: RemoteMapping<I, O>
+    let taskID: Int
+    let timeout: Duration?
+    let payload: WireBuffer
+    var attempt: Int
+
+    init(core: MapCore<O>, start: Int, items: [I], mapping: RemoteMapping<I, O>, taskID: Int,
+         timeout: Duration?, attempt: Int) throws {
+        self.core = core
+        self.start = start
+        self.items = items
+        self.mapping = mapping
+        self.taskID = taskID
+        self.timeout = timeout
+        self.attempt = attempt
+        payload = WireBuffer(capacity: 64 + items.count * MemoryLayout<I>.stride)
+        try WireCoding.encode(items, into: payload)
+    }
+
+    var mode: ErrorMode { core.mode }
+    var retries: Int? { mapping.retries }
+    var firstIndex: Int? { start }
+    var itemCount: Int { items.count }
+
+    func begin() -> Bool { !core.token.isCancelled }
+
+    func skip() { core.finish(start: start, count: items.count, output: nil, nanos: 0) }
+
+    func deliver(_ reply: inout WireReader, nanos: UInt64) throws {
+        let output = try mapping.task.readOutcome(&reply, start: start, count: items.count, mode: core.mode)
+        core.finish(start: start, count: items.count, output: output, nanos: nanos)
+    }
+
+    func fail(_ error: any Error) {
+        var out = BatchOutput<O>()
+        if core.mode == .failFast {
+            out.failure = ItemFailure(index: start, underlying: error)
+            out.failedCount = 1
+        } else {
+            out.results = items.indices.map { .failure(ItemFailure(index: start + $0, underlying: error)) }
+            out.failedCount = items.count
+        }
+        core.finish(start: start, count: items.count, output: out, nanos: 0)
+    }
+
+    func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?) {
+        let k = min(max(offset, 0), items.count - 1)
+        guard items.count > 1 else { return (nil, self, nil) }
+        func part(_ range: Range<Int>) -> RemoteBatchJob? {
+            guard !range.isEmpty else { return nil }
+            return try? RemoteBatchJob(core: core, start: start + range.lowerBound, items: Array(items[range]),
+                                       mapping: mapping, taskID: taskID, timeout: timeout, attempt: attempt)
+        }
+        // The inputs encoded once already, so encoding a part cannot fail.
+        let before = part(0..<k), culprit = part(k..<k + 1)!, after = part(k + 1..<items.count)
+        core.split(into: [before, culprit, after].count { $0 != nil })
+        return (before, culprit, after)
+    }
+
+    // On the serial and threads backends a batch runs as a `BatchJob`; this
+    // job only exists on processes.
+    func run(on worker: WorkerContext) { fail(FleetError.notRemote("a remote batch ran in the driver")) }
+    func discard(_ reason: FleetError) {
+        core.fail(reason)
+        skip()
+    }
+}
+
+/// One submitted call of a remote task: its future's state and its job.
+final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureState<O>, RemoteJob, @unchecked Sendable {
+    // Safe: `attempt` and `begun` are read and written only under the
+    // backend's lock (or, on serial and threads, by the one worker running
+    // the job); everything else is immutable.
+    let task: RemoteTask<I, O>
+    let input: I
+    let taskID: Int
+    let timeout: Duration?
+    let retries: Int?
+    let payload: WireBuffer
+    var attempt = 0
+    private var begun = false
+
+    init(task: RemoteTask<I, O>, input: I, taskID: Int, timeout: Duration?, retries: Int?, encode: Bool) throws {
+        self.task = task
+        self.input = input
+        self.taskID = taskID
+        self.timeout = timeout
+        self.retries = retries
+        payload = WireBuffer(capacity: 64)
+        super.init()
+        if encode { try WireCoding.encode([input], into: payload) }
+    }
+
+    var mode: ErrorMode { .failFast }
+    var firstIndex: Int? { nil }
+    var itemCount: Int { 1 }
+
+    func begin() -> Bool {
+        if begun { return true }
+        begun = true
+        return start()
+    }
+
+    func skip() {}  // cancelled: the future is complete already
+
+    func deliver(_ reply: inout WireReader, nanos: UInt64) throws {
+        let out = try task.readOutcome(&reply, start: 0, count: 1, mode: .failFast)
+        if let failure = out.failure {
+            complete(.failure(failure.underlying))
+        } else if let value = out.values.first {
+            complete(.success(value))
+        } else {
+            throw WireError.corrupt("a reply with no result")
+        }
+    }
+
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?) {
+        (nil, self, nil)
+    }
+
+    /// Serial and threads: run the task here.
+    func run(on worker: WorkerContext) {
+        guard start() else { return }  // cancelled while queued
+        let (task, input) = (self.task, self.input)
+        if let timeout {
+            runSubmittedWithTimeout(self, .plain { try task.body(input) }, timeout: timeout, on: worker)
+        } else {
+            complete(Result { try task.body(input) })
+        }
+    }
+
+    func discard(_ reason: FleetError) { complete(.failure(reason)) }
+}

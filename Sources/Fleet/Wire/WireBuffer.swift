@@ -1,0 +1,153 @@
+/// A growable byte buffer that the wire encoder writes into, and a bounds-
+/// checked reader over bytes received. Values are stored little-endian, the
+/// byte order of every platform Fleet runs on (x86-64 and ARM64 Linux).
+@usableFromInline
+final class WireBuffer {
+    @usableFromInline private(set) var base: UnsafeMutableRawPointer
+    @usableFromInline private(set) var count = 0
+    @usableFromInline private(set) var capacity: Int
+
+    @usableFromInline
+    init(capacity: Int = 256) {
+        self.capacity = max(capacity, 64)
+        base = .allocate(byteCount: self.capacity, alignment: 16)
+    }
+
+    deinit { base.deallocate() }
+
+    /// Makes room for `n` more bytes.
+    @inlinable
+    func reserve(_ n: Int) {
+        if capacity - count < n { grow(to: count + n) }
+    }
+
+    @usableFromInline
+    func grow(to needed: Int) {
+        var newCapacity = capacity * 2
+        while newCapacity < needed { newCapacity *= 2 }
+        let newBase = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
+        newBase.copyMemory(from: base, byteCount: count)
+        base.deallocate()
+        base = newBase
+        capacity = newCapacity
+    }
+
+    @inlinable
+    func append<T: FixedWidthInteger>(_ value: T) {
+        reserve(MemoryLayout<T>.size)
+        base.storeBytes(of: value.littleEndian, toByteOffset: count, as: T.self)
+        count += MemoryLayout<T>.size
+    }
+
+    @inlinable
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        reserve(bytes.count)
+        (base + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        count += bytes.count
+    }
+
+    /// Appends `n` bytes written by `body` straight into the buffer.
+    @inlinable
+    func append(count n: Int, _ body: (UnsafeMutableRawBufferPointer) -> Void) {
+        reserve(n)
+        body(UnsafeMutableRawBufferPointer(start: base + count, count: n))
+        count += n
+    }
+
+    @inlinable
+    func appendString(_ s: String) {
+        var s = s
+        s.withUTF8 { utf8 in
+            append(UInt32(utf8.count))
+            append(UnsafeRawBufferPointer(utf8))
+        }
+    }
+
+    /// Overwrites a value written earlier (a length known only afterwards).
+    @inlinable
+    func patch<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        precondition(offset >= 0 && offset + MemoryLayout<T>.size <= count)
+        base.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+
+    func removeAll(keepingCapacity: Bool = true) {
+        count = 0
+    }
+
+    /// The bytes written so far (valid until the next write).
+    @inlinable
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// A copy of the bytes written so far.
+    var array: [UInt8] { Array(bytes) }
+}
+
+/// Reads values back from received bytes. Every read is bounds-checked: a
+/// truncated or corrupt frame throws `WireError`, never reads past its end.
+@usableFromInline
+struct WireReader {
+    @usableFromInline let base: UnsafeRawPointer
+    @usableFromInline var offset: Int
+    @usableFromInline let end: Int
+
+    @usableFromInline
+    init(_ bytes: UnsafeRawBufferPointer) {
+        // An empty buffer may have no address; any non-null pointer will do
+        // since nothing is read from it.
+        base = bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 16)!
+        offset = 0
+        end = bytes.count
+    }
+
+    @inlinable var remaining: Int { end - offset }
+    @inlinable var isAtEnd: Bool { offset == end }
+
+    @inlinable
+    mutating func read<T: FixedWidthInteger>(_: T.Type = T.self) throws -> T {
+        guard remaining >= MemoryLayout<T>.size else { throw WireError.truncated(needed: MemoryLayout<T>.size, left: remaining) }
+        let v = base.loadUnaligned(fromByteOffset: offset, as: T.self)
+        offset += MemoryLayout<T>.size
+        return T(littleEndian: v)
+    }
+
+    @inlinable
+    mutating func readBytes(_ n: Int) throws -> UnsafeRawBufferPointer {
+        guard n >= 0, remaining >= n else { throw WireError.truncated(needed: n, left: remaining) }
+        defer { offset += n }
+        return UnsafeRawBufferPointer(start: base + offset, count: n)
+    }
+
+    /// Reads a count of things that each take at least `minBytes` bytes,
+    /// rejecting counts the rest of the frame cannot hold.
+    @inlinable
+    mutating func readCount(minBytes: Int = 1) throws -> Int {
+        let n = try read(UInt64.self)
+        guard n <= UInt64(remaining / max(minBytes, 1)) else {
+            throw WireError.corrupt("a count of \(n) does not fit in the \(remaining) bytes left")
+        }
+        return Int(n)
+    }
+
+    mutating func readString() throws -> String {
+        let n = Int(try read(UInt32.self))
+        let raw = try readBytes(n)
+        guard let s = String(validating: raw, as: UTF8.self) else { throw WireError.corrupt("a string is not valid UTF-8") }
+        return s
+    }
+}
+
+/// Why bytes could not be decoded.
+public enum WireError: Error, Equatable, CustomStringConvertible {
+    /// The bytes end before the value does.
+    case truncated(needed: Int, left: Int)
+    /// The bytes do not describe a value of the expected type.
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .truncated(let needed, let left): return "truncated data: needed \(needed) more bytes, \(left) left"
+        case .corrupt(let why): return "corrupt data: \(why)"
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+
+/// Types whose wire form is written in one step: fixed-width numbers are
+/// their own bytes, strings and byte blobs a length and their bytes, and an
+/// array of fixed-width numbers a count and one copy of its memory (nothing
+/// per element). The encoder and decoder check for these before falling
+/// back to `Codable`.
+@usableFromInline
+protocol WireRaw {
+    func encodeRaw(into buffer: WireBuffer)
+    static func decodeRaw(from reader: inout WireReader) throws -> Self
+}
+
+/// Numbers whose every bit pattern is a valid value, so an array of them
+/// can be copied from the wire as one block. (`Bool` is not one of them.)
+@usableFromInline
+protocol WireTrivial: WireRaw, BitwiseCopyable {}
+
+extension WireTrivial {
+    @inlinable
+    func encodeRaw(into buffer: WireBuffer) {
+        withUnsafeBytes(of: self) { buffer.append($0) }
+    }
+
+    @inlinable
+    static func decodeRaw(from reader: inout WireReader) throws -> Self {
+        let raw = try reader.readBytes(MemoryLayout<Self>.size)
+        return raw.loadUnaligned(as: Self.self)
+    }
+}
+
+extension Int: WireTrivial {}
+extension Int8: WireTrivial {}
+extension Int16: WireTrivial {}
+extension Int32: WireTrivial {}
+extension Int64: WireTrivial {}
+extension UInt: WireTrivial {}
+extension UInt8: WireTrivial {}
+extension UInt16: WireTrivial {}
+extension UInt32: WireTrivial {}
+extension UInt64: WireTrivial {}
+extension Float: WireTrivial {}
+extension Double: WireTrivial {}
+
+extension Bool: WireRaw {
+    @usableFromInline func encodeRaw(into buffer: WireBuffer) { buffer.append(UInt8(self ? 1 : 0)) }
+    @usableFromInline static func decodeRaw(from reader: inout WireReader) throws -> Bool {
+        switch try reader.read(UInt8.self) {
+        case 0: return false
+        case 1: return true
+        case let b: throw WireError.corrupt("\(b) is not a Bool")
+        }
+    }
+}
+
+extension String: WireRaw {
+    @usableFromInline func encodeRaw(into buffer: WireBuffer) { buffer.appendString(self) }
+    @usableFromInline static func decodeRaw(from reader: inout WireReader) throws -> String { try reader.readString() }
+}
+
+extension Array: WireRaw where Element: WireTrivial {
+    @inlinable
+    func encodeRaw(into buffer: WireBuffer) {
+        buffer.append(UInt64(count))
+        withUnsafeBytes { buffer.append($0) }
+    }
+
+    @inlinable
+    static func decodeRaw(from reader: inout WireReader) throws -> [Element] {
+        let n = try reader.readCount(minBytes: MemoryLayout<Element>.stride)
+        let raw = try reader.readBytes(n * MemoryLayout<Element>.stride)
+        return [Element](unsafeUninitializedCapacity: n) { out, initialized in
+            UnsafeMutableRawBufferPointer(out).copyMemory(from: raw)
+            initialized = n
+        }
+    }
+}
+
+extension Data: WireRaw {
+    @usableFromInline func encodeRaw(into buffer: WireBuffer) {
+        buffer.append(UInt64(count))
+        withUnsafeBytes { buffer.append($0) }
+    }
+
+    @usableFromInline static func decodeRaw(from reader: inout WireReader) throws -> Data {
+        let n = try reader.readCount()
+        return Data(try reader.readBytes(n))
+    }
+}
+
+/// `Optional` on the wire: a tag byte (0 none, 1 some), then the value.
+protocol WireOptionalEncodable {
+    func encodeWire(_ encoder: WireEncoderImpl) throws
+}
+
+protocol WireOptionalDecodable {
+    static func decodeWire(_ decoder: WireDecoderImpl) throws -> Self
+}
+
+extension Optional: WireOptionalEncodable where Wrapped: Encodable {
+    func encodeWire(_ encoder: WireEncoderImpl) throws {
+        switch self {
+        case .none: encoder.buffer.append(UInt8(0))
+        case .some(let value):
+            encoder.buffer.append(UInt8(1))
+            try encoder.encodeValue(value)
+        }
+    }
+}
+
+extension Optional: WireOptionalDecodable where Wrapped: Decodable {
+    static func decodeWire(_ decoder: WireDecoderImpl) throws -> Wrapped? {
+        switch try decoder.reader.read(UInt8.self) {
+        case 0: return nil
+        case 1: return try decoder.decodeValue(Wrapped.self)
+        case let b: throw WireError.corrupt("\(b) is not an optional's tag")
+        }
+    }
+}

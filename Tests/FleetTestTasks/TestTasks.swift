@@ -1,0 +1,76 @@
+import Fleet
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A structured input, to exercise the keyed wire form.
+public struct Point: Codable, Sendable, Equatable {
+    public var x: Double
+    public var y: Double
+    public var label: String?
+    public init(x: Double, y: Double, label: String? = nil) {
+        self.x = x
+        self.y = y
+        self.label = label
+    }
+}
+
+/// A task error with a recognisable type and message.
+public struct TaskFailure: Error, CustomStringConvertible {
+    public let item: Int
+    public init(item: Int) { self.item = item }
+    public var description: String { "task failure on \(item)" }
+}
+
+/// The remote tasks the test suite runs on every backend.
+public enum TestTasks {
+    public static let square = RemoteTask("square") { (x: Int) in x &* x }
+    public static let norm = RemoteTask("norm") { (p: Point) in (p.x * p.x + p.y * p.y).squareRoot() }
+    public static let failOn7 = RemoteTask("failOn7") { (x: Int) throws -> Int in
+        if x % 10 == 7 { throw TaskFailure(item: x) }
+        return x
+    }
+    /// Sleeps `ms` milliseconds (blocking), returns it.
+    public static let sleep = RemoteTask("sleep") { (ms: Int) -> Int in
+        usleep(UInt32(ms * 1000))
+        return ms
+    }
+    /// Dies the way its input says: 0 SIGKILL, 1 abort, 2 exit(7), 3 SIGSEGV.
+    public static let die = RemoteTask("die") { (how: Int) -> Int in
+        switch how {
+        case 0: kill(getpid(), SIGKILL)
+        case 1: abort()
+        case 2: exit(7)
+        default: raise(SIGSEGV)
+        }
+        return -1
+    }
+    /// The chaos task: about 1% of items kill their worker on their first
+    /// attempt (SIGKILL or abort, fixed per item).
+    public static let chaos = RemoteTask("chaos") { (x: Int) -> Int in
+        if FleetTask.attempt == 0, chaosVictim(x) {
+            if x % 2 == 0 { kill(getpid(), SIGKILL) } else { abort() }
+        }
+        return x &* 3 &+ 1
+    }
+    /// Prints to stdout and stderr, returns its input.
+    public static let chatty = RemoteTask("chatty") { (x: Int) -> Int in
+        let line = "hello from item \(x)\n"
+        _ = line.withCString { write(1, $0, strlen($0)) }
+        _ = "stderr from item \(x)\n".withCString { write(2, $0, strlen($0)) }
+        return x
+    }
+    /// This worker process's pid.
+    public static let pid = RemoteTask("pid") { (_: Int) -> Int32 in getpid() }
+    /// Bytes in, their sum out.
+    public static let sumBytes = RemoteTask("sumBytes") { (b: [UInt8]) -> Int in b.reduce(0) { $0 + Int($1) } }
+
+    public static let all: [any RemoteTaskDeclaration] = [square, norm, failOn7, sleep, die, chaos, chatty, pid, sumBytes]
+}
+
+/// Whether item `x` kills its worker in the chaos test: a fixed ~1% of items.
+public func chaosVictim(_ x: Int) -> Bool {
+    var h = UInt64(x) &* 0x9E37_79B9_7F4A_7C15
+    h ^= h >> 29
+    return h % 100 == 0
+}
