@@ -60,12 +60,35 @@ public enum TestTasks {
         _ = "stderr from item \(x)\n".withCString { write(2, $0, strlen($0)) }
         return x
     }
+    /// Sleeps `ms` milliseconds, then returns this worker process's pid.
+    public static let sleepPid = RemoteTask("sleepPid") { (ms: Int) -> Int32 in
+        usleep(UInt32(ms * 1000))
+        return getpid()
+    }
     /// This worker process's pid.
     public static let pid = RemoteTask("pid") { (_: Int) -> Int32 in getpid() }
     /// Bytes in, their sum out.
     public static let sumBytes = RemoteTask("sumBytes") { (b: [UInt8]) -> Int in b.reduce(0) { $0 + Int($1) } }
 
-    public static let all: [any RemoteTaskDeclaration] = [square, norm, failOn7, sleep, die, chaos, chatty, pid, sumBytes]
+    /// Writes garbage where its reply should go (the worker's channel to the
+    /// driver is descriptor 4), then returns normally.
+    public static let corruptReply = RemoteTask("corruptReply") { (x: Int) -> Int in
+        var garbage: [UInt8] = [0xFF, 0xFF, 0xFF, 0x7F, 0x03, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xAB]
+        _ = write(4, &garbage, garbage.count)
+        return x
+    }
+    /// Spins until its item is cancelled; returns whether it saw it.
+    public static let spinUntilCancelled = RemoteTask("spinUntilCancelled") { (ms: Int) -> Bool in
+        for _ in 0..<ms {
+            if FleetTask.isCancelled { return true }
+            usleep(1000)
+        }
+        return false
+    }
+
+    public static let all: [any RemoteTaskDeclaration] = [
+        square, norm, failOn7, sleep, sleepPid, die, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
+    ]
 }
 
 /// Whether item `x` kills its worker in the chaos test: a fixed ~1% of items.

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("futures on every backend", .timeLimit(.minutes(2)))
 struct FutureTests {
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func submitGivesTheValueOrTheError(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let ok = try pool.submit { 6 * 7 }
@@ -51,7 +51,7 @@ struct FutureTests {
         await #expect(throws: FleetError.cancelled) { try await queued.value }
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func callbacksRunOnceWithTheOutcome(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let seen = Locked<[Int]>([])
@@ -62,7 +62,7 @@ struct FutureTests {
         #expect(await eventually { seen.withLock { $0 } == [5, 5] })
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func asCompletedYieldsInCompletionOrder(_ backend: TestBackend) async throws {
         let pool = try backend.makePool(workers: 4)
         let delays = [80, 10, 40, 0]

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("cancellation, time-outs, shutdown and bad input", .timeLimit(.minutes(2)))
 struct LifecycleTests {
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func cancellingTheCallerStopsTheMap(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let pulled = Counter()
@@ -25,7 +25,7 @@ struct LifecycleTests {
         if backend == .threads { #expect(sawCancel.count >= 1, "a running item observed cancellation") }
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func leavingAStreamEarlyCancelsPendingWork(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let ran = Counter()
@@ -42,7 +42,7 @@ struct LifecycleTests {
         #expect(ran.count <= 10 + 8)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func anItemPastItsTimeoutFailsAndThePoolGoesOn(_ backend: TestBackend) async throws {
         let pool = try backend.makePool(workers: 2)
         let options = MapOptions(timeout: .milliseconds(100))
@@ -101,7 +101,7 @@ struct LifecycleTests {
         #expect(finished + cancelled == 20)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func aShutDownPoolRefusesWorkClearly(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         await pool.shutdown()

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("map behaviour on every backend", .timeLimit(.minutes(2)))
 struct MapBehaviourTests {
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func mapKeepsInputOrder(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let out = try await pool.map(0..<20_000) { $0 &* 3 }
@@ -17,7 +17,7 @@ struct MapBehaviourTests {
         #expect(slow == Array(0..<40))
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func asyncTransformsRun(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let out = try await pool.map(0..<200) { (i: Int) async throws -> Int in
@@ -36,7 +36,7 @@ struct MapBehaviourTests {
         #expect(names.allSatisfy { $0.hasPrefix("fl\(pool.id)-") }, "\(names)")
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func emptyInputGivesEmptyResult(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let out = try await pool.map([Int]()) { $0 }
@@ -46,7 +46,7 @@ struct MapBehaviourTests {
         #expect(count == 0)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func streamYieldsInOrderAsResultsArrive(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         var seen: [Int] = []
@@ -54,7 +54,7 @@ struct MapBehaviourTests {
         #expect(seen == (0..<5_000).map { $0 * 2 })
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func unorderedYieldsEveryIndexOnce(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         var seen = [Int: Int]()
@@ -69,7 +69,7 @@ struct MapBehaviourTests {
         #expect(seen.allSatisfy { $0.value == $0.key * $0.key })
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func endlessInputStopsWithTheConsumerWithinTheWindow(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let pulled = Counter()
@@ -94,7 +94,7 @@ struct MapBehaviourTests {
         #expect(unorderedPulled.count <= 100 + 8)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func defaultWindowBoundsAnEndlessInput(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let pulled = Counter()
@@ -109,7 +109,7 @@ struct MapBehaviourTests {
         #expect(pulled.count >= 2_000)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func firstFailureIsRethrownWithItsIndex(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let pulled = Counter()
@@ -128,7 +128,7 @@ struct MapBehaviourTests {
         #expect(pulled.count <= 137 + 1 + 32)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func collectModeYieldsEveryOutcome(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let out = try await pool.mapResults(0..<1_000) { i -> Int in
@@ -165,7 +165,7 @@ struct MapBehaviourTests {
         #expect(ordered == (0..<20).map { $0 == 4 ? -1 : $0 })
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func explicitAndAutomaticBatchesGiveTheSameResults(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let expected = (0..<100_003).map { $0 &* $0 }
@@ -191,7 +191,7 @@ struct MapBehaviourTests {
         #expect(fixed.size == 64)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func reduceFoldsAsResultsArrive(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let sum = try await pool.reduce(0..<10_000, into: 0, { $0 * 2 }, merge: { $0 += $1 })
@@ -217,7 +217,7 @@ struct MapBehaviourTests {
         }
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func progressCountsEveryItem(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let last = Locked<ProgressSnapshot?>(nil)
@@ -240,7 +240,7 @@ struct MapBehaviourTests {
         #expect(calls.count >= 1)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func workerStateIsBuiltOncePerWorker(_ backend: TestBackend) async throws {
         let pool = try backend.makePool(workers: 2)
         let builds = Counter()
@@ -260,7 +260,7 @@ struct MapBehaviourTests {
         #expect(try await future.value >= 1)
     }
 
-    @Test(arguments: TestBackend.allCases)
+    @Test(arguments: TestBackend.inProcess)
     func failingStateBuildFailsTheItem(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let state = WorkerState<Int> { throw Boom(value: -1) }

@@ -7,6 +7,11 @@ import Testing
 enum TestBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case serial
     case threads
+    case processes
+
+    /// The backends that run closures (the processes backend runs only
+    /// remote tasks; RemoteBehaviourTests covers it).
+    static let inProcess: [TestBackend] = [.serial, .threads]
 
     var testDescription: String { rawValue }
 
@@ -14,6 +19,7 @@ enum TestBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
         switch self {
         case .serial: return try Pool.make(.serial, workers: workers)
         case .threads: return try Pool.make(.threads, workers: workers ?? 3)
+        case .processes: return try processPool(workers: workers ?? 2)
         }
     }
 }
