@@ -41,9 +41,16 @@ public enum TestTasks {
         case 0: kill(getpid(), SIGKILL)
         case 1: abort()
         case 2: exit(7)
-        default: raise(SIGSEGV)
+        default:
+            // A real invalid access, so that the runtime's crash handler sees a fault.
+            UnsafeMutablePointer<Int>(bitPattern: 8)!.pointee = 1
         }
         return -1
+    }
+    /// Kills its worker on a negative input; returns others unchanged.
+    public static let dieOnNegative = RemoteTask("dieOnNegative") { (x: Int) -> Int in
+        if x < 0 { kill(getpid(), SIGKILL) }
+        return x
     }
     /// The chaos task: about 1% of items kill their worker on their first
     /// attempt (SIGKILL or abort, fixed per item).
@@ -87,7 +94,7 @@ public enum TestTasks {
     }
 
     public static let all: [any RemoteTaskDeclaration] = [
-        square, norm, failOn7, sleep, sleepPid, die, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
+        square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
     ]
 }
 

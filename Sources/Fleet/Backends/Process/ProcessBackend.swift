@@ -84,6 +84,9 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         self.registry = registry
         self.name = name
         executable = options.workerExecutable ?? "/proc/self/exe"
+        // A write to a worker that has just died must fail with EPIPE (its
+        // reader then handles the death), not kill the driver.
+        signal(SIGPIPE, SIG_IGN)
         slots = (0..<workers).map(Slot.init)
         liveThreads = workers
         relay = OutputRelay(name: "\(name)-out")

@@ -41,17 +41,23 @@ final class WorkerLink: @unchecked Sendable {
             guard pair.withUnsafeMutableBufferPointer({ cfleet_pipe_cloexec($0.baseAddress!) }) == 0 else {
                 throw FleetError.workerStartFailed("pipe: \(String(cString: strerror(errno)))")
             }
-            fds.append(pair)
+            fds.append(pair.map(aboveChildDescriptors))
         }
         let (request, reply, lifeline, output) = (fds[0], fds[1], fds[2], fds[3])
         _ = cfleet_set_pipe_size(request[1], 1 << 20)
         _ = cfleet_set_pipe_size(reply[1], 1 << 20)
+        let controlFD = aboveChildDescriptors(dup(control.fd))
+        defer { close(controlFD) }
         let mapping: [Int32] = [
             request[0], WorkerSpec.requestFD, reply[1], WorkerSpec.replyFD,
-            lifeline[0], WorkerSpec.lifelineFD, control.fd, WorkerSpec.controlFD,
+            lifeline[0], WorkerSpec.lifelineFD, controlFD, WorkerSpec.controlFD,
             output[1], 1, output[1], 2,
         ]
         var env = currentEnvironment()
+        // A crashing worker is reported by the driver (item, pid, signal);
+        // the Swift runtime's backtrace of it is opt-in, with
+        // SWIFT_BACKTRACE=enable=yes in the environment.
+        if env["SWIFT_BACKTRACE"] == nil { env["SWIFT_BACKTRACE"] = "enable=no" }
         for (k, v) in environment { env[k] = v }
         env[WorkerSpec.variable] = spec.environmentValue
         let envStrings = env.map { "\($0.key)=\($0.value)" }
@@ -85,6 +91,16 @@ final class WorkerLink: @unchecked Sendable {
     }
 
     func kill() { _ = Glibc.kill(pid, SIGKILL) }
+}
+
+/// Moves `fd` to a number above those the child's descriptors are given
+/// (0 to 6), so that placing one in the child never overwrites another.
+private func aboveChildDescriptors(_ fd: Int32) -> Int32 {
+    guard fd >= 0, fd < 16 else { return fd }
+    let moved = fcntl(fd, F_DUPFD_CLOEXEC, 16)
+    guard moved >= 0 else { return fd }
+    close(fd)
+    return moved
 }
 
 private func currentEnvironment() -> [String: String] {

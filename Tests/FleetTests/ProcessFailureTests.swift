@@ -1,0 +1,197 @@
+import Foundation
+import Testing
+@testable import Fleet
+import FleetTestTasks
+
+/// What only the processes backend does: isolate crashes, kill hung tasks,
+/// recycle workers, check the code on both ends, and leave no process behind.
+@Suite struct ProcessFailureTests {
+    @Test func aDyingWorkerFailsOnlyItsItemAndIsReplaced() async throws {
+        try await withProcessPool { pool in
+            let expected: [WorkerExit] = [.signaled(SIGKILL), .signaled(SIGABRT), .exited(7), .signaled(SIGSEGV)]
+            for (how, exit) in expected.enumerated() {
+                let future = try pool.submit(TestTasks.die, how)
+                guard case .failure(let error) = await future.result, let death = (error as? FleetError)?.death else {
+                    Issue.record("die(\(how)) should fail with workerDied, got \(await future.result)")
+                    continue
+                }
+                #expect(death.exit == exit)
+                #expect(death.pid > 0 && death.attempts == 1 && death.item == nil)
+                #expect("\(error)".contains("pid \(death.pid)"))
+            }
+            // Inside a map, the error names the item; the others succeed.
+            let results = try await pool.mapResults([1, 2, -3, 4], TestTasks.dieOnNegative)
+            #expect(try results[0].get() == 1 && results[1].get() == 2 && results[3].get() == 4)
+            guard case .failure(let f) = results[2], let death = (f.underlying as? FleetError)?.death else {
+                Issue.record("item 2 should have died")
+                return
+            }
+            #expect(f.index == 2 && death.item == 2 && death.exit == .signaled(SIGKILL))
+            #expect(try await pool.map(0..<100, TestTasks.square) == (0..<100).map { $0 * $0 })
+        }
+    }
+
+    @Test func chaosWithOneRetryDeliversEveryResultOnce() async throws {
+        let victims = (0..<10_000).filter(chaosVictim)
+        #expect(victims.count > 50 && victims.count < 150)  // about 1%
+        try await withProcessPool({ $0.retries = 1 }) { pool in
+            var seen = [Int](repeating: 0, count: 10_000)
+            for try await (i, v) in pool.mapUnordered(0..<10_000, TestTasks.chaos) {
+                #expect(v == i &* 3 &+ 1)
+                seen[i] += 1
+            }
+            #expect(seen.allSatisfy { $0 == 1 })
+            let ordered = try await pool.map(0..<10_000, TestTasks.chaos)
+            #expect(ordered == (0..<10_000).map { $0 &* 3 &+ 1 })
+        }
+    }
+
+    @Test func chaosWithoutRetriesFailsExactlyTheVictims() async throws {
+        let victims = Set((0..<10_000).filter(chaosVictim))
+        try await withProcessPool { pool in
+            let results = try await pool.mapResults(0..<10_000, TestTasks.chaos)
+            var failed = Set<Int>()
+            for (i, r) in results.enumerated() {
+                switch r {
+                case .success(let v): #expect(v == i &* 3 &+ 1)
+                case .failure(let f):
+                    #expect(f.index == i)
+                    let death = (f.underlying as? FleetError)?.death
+                    #expect(death?.item == i && death?.attempts == 1)
+                    #expect(death?.exit == (i % 2 == 0 ? .signaled(SIGKILL) : .signaled(SIGABRT)))
+                    failed.insert(i)
+                }
+            }
+            #expect(failed == victims)
+        }
+    }
+
+    @Test func perCallRetriesOverrideThePool() async throws {
+        try await withProcessPool { pool in
+            let out = try await pool.map(0..<2_000, TestTasks.chaos, options: MapOptions(retries: 2))
+            #expect(out == (0..<2_000).map { $0 &* 3 &+ 1 })
+            let f = try pool.submit(TestTasks.chaos, (0..<10_000).first(where: chaosVictim)!, retries: 1)
+            #expect(try await f.value > 0)
+        }
+    }
+
+    @Test func aTimeoutKillsTheWorker() async throws {
+        try await withProcessPool(workers: 1) { pool in
+            let before = try await pool.submit(TestTasks.pid, 0).value
+            let hung = try pool.submit(TestTasks.sleep, 60_000, timeout: .milliseconds(200))
+            await #expect(throws: FleetError.timedOut(item: nil, after: .milliseconds(200))) { try await hung.value }
+            let after = try await pool.submit(TestTasks.pid, 0).value
+            #expect(before != after)
+            let gone = await eventually { !processExists(before) }
+            #expect(gone)
+        }
+    }
+
+    @Test func workersAreRecycledAfterNItems() async throws {
+        try await withProcessPool(workers: 1, { $0.recycleAfter = 5 }) { pool in
+            let pids = try await pool.map(Array(repeating: 0, count: 20), TestTasks.pid, options: MapOptions(batchSize: 1))
+            #expect(Set(pids).count == 4)
+        }
+    }
+
+    @Test func closuresAndUnregisteredTasksAreClearErrors() async throws {
+        try await withProcessPool { pool in
+            await #expect(throws: FleetError.self) { _ = try await pool.map(0..<10) { $0 + 1 } }
+            #expect(throws: FleetError.self) { try pool.submit { 1 } }
+            let stranger = RemoteTask("stranger") { (x: Int) in x }
+            do {
+                _ = try pool.submit(stranger, 1)
+                Issue.record("an unregistered task should be refused")
+            } catch let error as FleetError {
+                #expect("\(error)".contains("\"stranger\" is not registered"))
+            }
+        }
+    }
+
+    @Test func aWorkerBuiltFromDifferentCodeIsRefused() async throws {
+        let pool = try processPool { $0.environment = ["FLEET_TEST_VARIANT": "missing"] }
+        do {
+            try await pool.waitUntilReady()
+            Issue.record("the handshake should fail")
+        } catch let error as FleetError {
+            #expect("\(error)".contains("built from different code"))
+            #expect("\(error)".contains("spinUntilCancelled"))
+        }
+        #expect(throws: FleetError.self) { try pool.submit(TestTasks.square, 2) }
+        await pool.shutdown()
+    }
+
+    @Test func aProgramThatIsNotAWorkerIsAClearError() async throws {
+        let pool = try Pool.processes(workers: 1, options: ProcessOptions(workerExecutable: "/bin/true"))
+        await #expect(throws: FleetError.self) { try await pool.waitUntilReady() }
+        let missing = try Pool.processes(workers: 1, options: ProcessOptions(workerExecutable: "/nonexistent/worker"))
+        do {
+            try await missing.waitUntilReady()
+            Issue.record("a missing executable should fail")
+        } catch let error as FleetError {
+            #expect("\(error)".contains("/nonexistent/worker"))
+        }
+        await pool.shutdown()
+        await missing.shutdown()
+    }
+
+    @Test func aCorruptReplyIsAProtocolErrorAndTheWorkerIsReplaced() async throws {
+        try await withProcessPool(workers: 1) { pool in
+            let f = try pool.submit(TestTasks.corruptReply, 1)
+            guard case .failure(let error) = await f.result, case .protocolViolation = error as? FleetError else {
+                Issue.record("expected a protocol violation")
+                return
+            }
+            #expect(try await pool.map(0..<50, TestTasks.square) == (0..<50).map { $0 * $0 })
+        }
+    }
+
+    @Test func workerOutputReachesStderrLabelled() async throws {
+        let captured = try await captureStderr {
+            try await withProcessPool(workers: 1) { pool in
+                let out = try await pool.map(0..<3, TestTasks.chatty)
+                #expect(out == [0, 1, 2])
+            }
+        }
+        #expect(captured.contains("hello from item 1"))
+        #expect(captured.contains("stderr from item 2"))
+        let labelled = captured.split(separator: "\n").filter { $0.contains("from item") }
+        #expect(labelled.count == 6 && labelled.allSatisfy { $0.hasPrefix("[worker 0 pid ") })
+    }
+
+    @Test func workersExitWhenTheDriverDies() async throws {
+        let driver = Process()
+        driver.executableURL = URL(fileURLWithPath: testWorkerPath)
+        driver.arguments = ["--driver"]
+        let out = Pipe()
+        driver.standardOutput = out
+        try driver.run()
+        let line = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        let pids = line.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        #expect(pids.count == 2)
+        #expect(pids.allSatisfy(processExists))
+        kill(driver.processIdentifier, SIGKILL)
+        driver.waitUntilExit()
+        #expect(await eventually { !pids.contains(where: processExists) }, "workers outlived their driver")
+    }
+}
+
+/// Runs `body` with this process's stderr sent to a file; returns what was written.
+func captureStderr(_ body: () async throws -> Void) async throws -> String {
+    let path = NSTemporaryDirectory() + "fleet-stderr-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0o600)
+    let saved = dup(2)
+    dup2(fd, 2)
+    do {
+        try await body()
+    } catch {
+        dup2(saved, 2)
+        throw error
+    }
+    try await Task.sleep(for: .milliseconds(100))  // let the relay finish
+    dup2(saved, 2)
+    close(saved)
+    close(fd)
+    defer { unlink(path) }
+    return (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+}
