@@ -42,7 +42,7 @@ struct MapBehaviourTests {
         let out = try await pool.map([Int]()) { $0 }
         #expect(out.isEmpty)
         var count = 0
-        for try await _ in pool.mapUnordered([Int]()) { $0 } { count += 1 }
+        for try await _ in pool.mapUnordered([Int](), { $0 }) { count += 1 }
         #expect(count == 0)
     }
 

@@ -146,6 +146,39 @@ import FleetTestTasks
         }
     }
 
+    @Test func aWorkerGivenAMalformedFrameSaysSoAndExits() throws {
+        try? RemoteTasks.bootstrap(TestTasks.all)
+        let relay = OutputRelay(name: "test-relay")
+        defer { relay.stop() }
+        func header(length: UInt32, kind: UInt8, seq: UInt64 = 1) -> [UInt8] {
+            withUnsafeBytes(of: length.littleEndian, Array.init) + [kind, 0, 0, 0] + withUnsafeBytes(of: seq.littleEndian, Array.init)
+        }
+        let cases: [(String, [UInt8])] = [
+            ("unknown frame kind", header(length: 0, kind: 77)),
+            ("oversized", header(length: 1 << 30, kind: FrameKind.request.rawValue)),
+            ("no task with id", header(length: 17, kind: FrameKind.request.rawValue) + [200, 0, 0, 0] + [UInt8](repeating: 0, count: 13)),
+            ("bytes after the inputs", header(length: 30, kind: FrameKind.request.rawValue)
+                + [UInt8](repeating: 0, count: 9) + withUnsafeBytes(of: UInt64(1).littleEndian, Array.init) + [UInt8](repeating: 1, count: 13)),
+            ("unexpected", header(length: 0, kind: FrameKind.reply.rawValue)),
+        ]
+        for (expected, garbage) in cases {
+            let link = try WorkerLink.spawn(
+                executable: testWorkerPath, spec: WorkerSpec(version: Int(wireProtocolVersion), parent: getpid(), maxFrameBytes: 1 << 20),
+                environment: [:], relay: relay, label: { "malformed-test \($0)" })
+            let reader = FrameReader(fd: link.replyFD, maxLength: 1 << 20)
+            #expect(try reader.next()?.0.kind == .hello)
+            garbage.withUnsafeBytes { try? writeAll(link.requestFD, $0) }
+            let frame = try reader.next()
+            #expect(frame?.0.kind == .fatal)
+            if let (_, body) = frame {
+                var r = WireReader(body)
+                let message = try r.readString()
+                #expect(message.contains(expected), "\(message)")
+            }
+            #expect(link.reap() == .exited(3))
+        }
+    }
+
     @Test func workerOutputReachesStderrLabelled() async throws {
         let captured = try await captureStderr {
             try await withProcessPool(workers: 1) { pool in

@@ -2,7 +2,8 @@
 /// allocation. `runner` is a specialised function chosen by the
 /// `@inlinable` `submit`, so running the task involves no generic lookups.
 @usableFromInline
-final class SubmittedTask<R: Sendable>: FutureState<R>, Job {
+final class SubmittedTask<R: Sendable>: FutureState<R>, Job, @unchecked Sendable {
+    // Safe: its own stored properties are immutable; FutureState guards its state with a lock.
     @usableFromInline let work: SubmittedWork<R>
     @usableFromInline let timeout: Duration?
     @usableFromInline let runner: @Sendable (SubmittedTask<R>, WorkerContext) -> Void

@@ -71,8 +71,12 @@ final class WireBuffer {
         base.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
     }
 
-    func removeAll(keepingCapacity: Bool = true) {
-        count = 0
+    func removeAll() { count = 0 }
+
+    /// Drops what was written after the first `n` bytes.
+    func truncate(to n: Int) {
+        precondition(n >= 0 && n <= count)
+        count = n
     }
 
     /// The bytes written so far (valid until the next write).

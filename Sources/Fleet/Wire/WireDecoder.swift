@@ -134,8 +134,9 @@ final class WireKeyedDecoder<Key: CodingKey>: KeyedDecodingContainerProtocol {
 
     func contains(_ key: Key) -> Bool { find(key) != nil }
 
-    private func find(_ key: Key) -> UnsafeRawBufferPointer? {
-        let name = key.stringValue
+    private func find(_ key: Key) -> UnsafeRawBufferPointer? { find(named: key.stringValue) }
+
+    private func find(named name: String) -> UnsafeRawBufferPointer? {
         for entry in entries where entry.key == name { return entry.value }
         return nil
     }
@@ -168,7 +169,10 @@ final class WireKeyedDecoder<Key: CodingKey>: KeyedDecodingContainerProtocol {
     }
 
     func superDecoder() throws -> any Decoder {
-        try decoder.nested(try value(Key(stringValue: "super")!))
+        guard let bytes = find(named: "super") else {
+            throw DecodingError.dataCorrupted(.init(codingPath: codingPath, debugDescription: "no super entry"))
+        }
+        return try decoder.nested(bytes)
     }
 
     func superDecoder(forKey key: Key) throws -> any Decoder {

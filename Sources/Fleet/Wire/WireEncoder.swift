@@ -15,7 +15,8 @@ public enum WireCoding {
     /// Appends `value`'s wire form to `buffer`.
     @inlinable
     static func encode<T: Encodable>(_ value: T, into buffer: WireBuffer) throws {
-        if let raw = value as? any WireRaw {
+        // Optionals first: a cast to `WireRaw` would look inside them.
+        if !(T.self is any WireOptionalEncodable.Type), let raw = value as? any WireRaw {
             raw.encodeRaw(into: buffer)
             return
         }
@@ -73,10 +74,11 @@ final class WireEncoderImpl: Encoder {
 
     @usableFromInline
     func encodeValue<T: Encodable>(_ value: T) throws {
-        if let raw = value as? any WireRaw {
-            raw.encodeRaw(into: buffer)
-        } else if let optional = value as? any WireOptionalEncodable {
+        // Optionals first: a cast to `WireRaw` would look inside them.
+        if T.self is any WireOptionalEncodable.Type, let optional = value as? any WireOptionalEncodable {
             try optional.encodeWire(self)
+        } else if let raw = value as? any WireRaw {
+            raw.encodeRaw(into: buffer)
         } else {
             try value.encode(to: self)
         }
@@ -181,10 +183,12 @@ final class WireKeyedEncoder<Key: CodingKey>: KeyedEncodingContainerProtocol {
     }
 
     /// Writes the key and a length placeholder; returns the placeholder's offset.
-    private func beginEntry(_ key: Key) -> Int {
+    private func beginEntry(_ key: Key) -> Int { beginEntry(named: key.stringValue) }
+
+    private func beginEntry(named name: String) -> Int {
         count += 1
         encoder.buffer.patch(UInt64(count), at: countOffset)
-        encoder.buffer.appendString(key.stringValue)
+        encoder.buffer.appendString(name)
         let slot = encoder.buffer.count
         encoder.buffer.append(UInt64(0))
         return slot
@@ -225,7 +229,7 @@ final class WireKeyedEncoder<Key: CodingKey>: KeyedEncodingContainerProtocol {
     }
 
     func superEncoder() -> any Encoder {
-        WireEncoderImpl(encoder.buffer, lengthSlot: enclosing + [beginEntry(Key(stringValue: "super")!)])
+        WireEncoderImpl(encoder.buffer, lengthSlot: enclosing + [beginEntry(named: "super")])
     }
 
     func superEncoder(forKey key: Key) -> any Encoder {

@@ -89,6 +89,7 @@ extension Data: WireRaw {
 }
 
 /// `Optional` on the wire: a tag byte (0 none, 1 some), then the value.
+@usableFromInline
 protocol WireOptionalEncodable {
     func encodeWire(_ encoder: WireEncoderImpl) throws
 }
@@ -98,7 +99,7 @@ protocol WireOptionalDecodable {
 }
 
 extension Optional: WireOptionalEncodable where Wrapped: Encodable {
-    func encodeWire(_ encoder: WireEncoderImpl) throws {
+    @usableFromInline func encodeWire(_ encoder: WireEncoderImpl) throws {
         switch self {
         case .none: encoder.buffer.append(UInt8(0))
         case .some(let value):

@@ -85,9 +85,11 @@ struct WorkerMain {
             switch header.kind {
             case .request, .initialize:
                 let began = monotonicNanos()
+                let mark = out.count
                 do {
                     try serve(header, body, control: control, into: out)
                 } catch {
+                    out.truncate(to: mark)  // drop the half-written reply
                     fatal("bad request \(header.seq): \(error)", out)
                 }
                 // Hold short replies while more requests wait; flush before blocking.
