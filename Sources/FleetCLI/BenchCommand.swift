@@ -153,7 +153,8 @@ struct BenchRunCommand: AsyncParsableCommand {
         let m = try await runWorkload(workload, backend: backend, workers: workers, cpuK: cpuK)
         let record = BenchRecord(workload: workload.rawValue, backend: backend.rawValue,
                                  workers: backend == .serial ? 1 : workers, tasks: m.tasks, seconds: m.seconds,
-                                 figure: m.figure, unit: m.unit, check: m.check, peak_rss_bytes: peakRSSBytes())
+                                 figure: m.figure, unit: m.unit, check: m.check,
+                                 peak_rss_bytes: peakRSSBytes() + m.workerPeakBytes)
         print(record.jsonLine)
     }
 }

@@ -1,6 +1,5 @@
 import ArgumentParser
 
-@main
 struct FleetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fleet",

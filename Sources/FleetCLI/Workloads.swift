@@ -5,7 +5,7 @@ import Foundation
 
 /// The standard workloads of shared/bench/WORKLOADS.md.
 enum Workload: String, CaseIterable, ExpressibleByArgument {
-    case tiny, futures, cpu, io, bigresult, startup
+    case tiny, futures, cpu, io, payload, bigresult, startup
 
     /// Backends that can run it, besides serial and threads.
     var hasBaseline: Bool { self == .tiny || self == .cpu }
@@ -23,7 +23,7 @@ enum Workload: String, CaseIterable, ExpressibleByArgument {
 /// Where a workload runs: a Fleet backend, or the `baseline` that calls
 /// `DispatchQueue.concurrentPerform` directly with no Fleet code.
 enum BenchBackend: String, CaseIterable, ExpressibleByArgument {
-    case serial, threads, baseline
+    case serial, threads, processes, baseline
 
     var fleetKind: BackendKind? { BackendKind(rawValue: rawValue) }
 }
@@ -35,6 +35,8 @@ struct Measurement {
     var figure: Double
     var unit: String
     var check: String
+    /// Peak resident memory of the worker processes, summed (processes).
+    var workerPeakBytes = 0
 }
 
 /// Runs one workload once. The pool is made before the clock starts and
@@ -47,6 +49,8 @@ func runWorkload(_ workload: Workload, backend: BenchBackend, workers: Int, cpuK
         case .cpu: return baselineCPU(k: cpuK)
         default: throw ValidationError("the baseline backend runs only tiny and cpu")
         }
+    case .processes:
+        return try await runOnProcesses(workload, workers: workers, cpuK: cpuK)
     case .serial, .threads:
         let kind = backend.fleetKind!
         if workload == .startup { return try await startup(kind: kind, workers: workers) }
@@ -58,6 +62,7 @@ func runWorkload(_ workload: Workload, backend: BenchBackend, workers: Int, cpuK
         case .cpu: return try await cpu(pool, k: cpuK)
         case .io: return try await io(pool)
         case .bigresult: return try await bigresult(pool)
+        case .payload: return try await payload(pool)
         case .startup: fatalError("handled above")
         }
     }
@@ -314,8 +319,8 @@ func median(_ values: [Double]) -> Double {
 }
 
 /// Peak resident memory of this process (VmHWM), in bytes.
-func peakRSSBytes() -> Int {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+func peakRSSBytes(pid: String = "self") -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
     for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
         let kb = line.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
         return kb * 1024

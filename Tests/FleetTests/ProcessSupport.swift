@@ -59,3 +59,7 @@ extension FleetError {
         return nil
     }
 }
+
+/// True when the tests (and so the test worker) run under a sanitizer.
+let underSanitizer: Bool = dlsym(nil, "__tsan_init") != nil
+    || dlsym(nil, "__asan_init") != nil

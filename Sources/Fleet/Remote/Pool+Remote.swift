@@ -39,6 +39,10 @@ extension Pool {
         try backend.waitUntilReady()
     }
 
+    /// The process ids of the pool's worker processes running now (empty on
+    /// the serial and threads backends), e.g. to measure their memory.
+    public var workerProcessIDs: [Int32] { (backend as? ProcessBackend)?.workerPIDs ?? [] }
+
     /// Runs `task` on `input` and returns its future at once. On processes
     /// a worker that dies running it is replaced, and the task retried up to
     /// `retries` times (nil: the pool's); a `timeout` kills the worker.

@@ -149,6 +149,11 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
     private func canTake(_ job: any RemoteJob, _ slot: Slot) -> Bool {
         guard slot.link != nil, !slot.retiring else { return false }
         if slot.inFlight.isEmpty { return true }
+        if let limit = options.recycleAfter {
+            // Send no more than the worker will run before it is replaced.
+            let promised = slot.itemsDone + slot.inFlight.reduce(0) { $0 + $1.job.itemCount }
+            if promised + job.itemCount > limit { return false }
+        }
         return slot.inFlight.count < Self.pipelineDepth && slot.inFlight.last!.job.timeout == nil
             && job.timeout == nil && job.payload.count <= Self.smallPayload
     }
@@ -432,6 +437,9 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
     }
 
     // MARK: Readiness and shutdown
+
+    /// The pids of the worker processes running now.
+    var workerPIDs: [Int32] { mutex.withLock { slots.compactMap { $0.link?.pid } } }
 
     /// Blocks until every worker has answered the handshake, or throws why
     /// they could not start.
