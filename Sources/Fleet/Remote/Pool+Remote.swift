@@ -59,6 +59,7 @@ extension Pool {
     }
 
     /// `map` over a remote task: the results in input order.
+    @inlinable
     public func map<Input: Sequence, O>(
         _ input: Input, _ task: RemoteTask<Input.Element, O>, options: MapOptions = MapOptions()
     ) async throws -> [O] where Input.Element: Sendable {
@@ -66,6 +67,7 @@ extension Pool {
     }
 
     /// `mapResults` over a remote task: one `Result` per item, in order.
+    @inlinable
     public func mapResults<Input: Sequence, O>(
         _ input: Input, _ task: RemoteTask<Input.Element, O>, options: MapOptions = MapOptions()
     ) async throws -> [Result<O, ItemFailure>] where Input.Element: Sendable {
@@ -80,6 +82,7 @@ extension Pool {
     }
 
     /// `stream` over a remote task: results in input order, as they are ready.
+    @inlinable
     public func stream<Input: Sequence, O>(
         _ input: Input, _ task: RemoteTask<Input.Element, O>, options: MapOptions = MapOptions()
     ) -> MapStream<O> where Input.Element: Sendable {
@@ -90,6 +93,7 @@ extension Pool {
 
     /// `mapUnordered` over a remote task: `(index, result)` pairs in
     /// completion order.
+    @inlinable
     public func mapUnordered<Input: Sequence, O>(
         _ input: Input, _ task: RemoteTask<Input.Element, O>, options: MapOptions = MapOptions()
     ) -> MapStream<(index: Int, value: O)> where Input.Element: Sendable {
@@ -100,6 +104,7 @@ extension Pool {
 
     /// `mapUnorderedResults` over a remote task: every item's `Result`, in
     /// completion order.
+    @inlinable
     public func mapUnorderedResults<Input: Sequence, O>(
         _ input: Input, _ task: RemoteTask<Input.Element, O>, options: MapOptions = MapOptions()
     ) -> MapStream<(index: Int, result: Result<O, ItemFailure>)> where Input.Element: Sendable {
@@ -110,6 +115,7 @@ extension Pool {
 
     /// `reduce` over a remote task: results are merged in the caller as
     /// they arrive, in completion order.
+    @inlinable
     public func reduce<Input: Sequence, O, Accumulator>(
         _ input: Input, into initial: consuming Accumulator, _ task: RemoteTask<Input.Element, O>,
         options: MapOptions = MapOptions(), merge: (inout Accumulator, O) throws -> Void
@@ -117,7 +123,8 @@ extension Pool {
         try await fold(input, into: consume initial, options: options, runner: remoteRunner(task, options), merge: merge)
     }
 
-    private func remoteRunner<I, O>(_ task: RemoteTask<I, O>, _ options: MapOptions) -> BatchRunner<I, O> {
+    @inlinable
+    func remoteRunner<I, O>(_ task: RemoteTask<I, O>, _ options: MapOptions) -> BatchRunner<I, O> {
         .remote(RemoteMapping(task: task, retries: options.retries))
     }
 }

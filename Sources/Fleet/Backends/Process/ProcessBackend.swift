@@ -73,8 +73,17 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
     private var callbacks: [@Sendable () -> Void] = []
     private let relay: OutputRelay
 
-    /// Requests in flight per worker when they are small.
-    static let pipelineDepth = 4
+    /// Requests in flight per worker when they are small and quick (the
+    /// worker then finds the next ones waiting, and answers a burst of them
+    /// with one write), and when they are not (so a long one holds up
+    /// little behind it while another worker may be idle).
+    static let quickDepth = 32
+    static let slowDepth = 2
+    /// Below this worker time per request (moving average), requests count as quick.
+    static let quickNanos: UInt64 = 100_000
+    /// Moving average of worker time per request, in nanoseconds.
+    private var averageNanos: UInt64 = quickNanos * 2
+    private var pipelineDepth: Int { averageNanos < Self.quickNanos ? Self.quickDepth : Self.slowDepth }
     /// Inputs up to this size may be pipelined behind other requests.
     static let smallPayload = 1 << 16
 
@@ -135,7 +144,10 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                 return
             }
             var best: Slot?
-            for slot in slots where canTake(first, slot) {
+            // A worker with requests in flight is refilled by its reader
+            // when their replies come, in one write for many; here only
+            // idle or nearly idle workers are given work.
+            for slot in slots where slot.inFlight.count < 2 && canTake(first, slot) {
                 if best == nil || slot.inFlight.count < best!.inFlight.count { best = slot }
             }
             guard let slot = best else {
@@ -154,7 +166,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             let promised = slot.itemsDone + slot.inFlight.reduce(0) { $0 + $1.job.itemCount }
             if promised + job.itemCount > limit { return false }
         }
-        return slot.inFlight.count < Self.pipelineDepth && slot.inFlight.last!.job.timeout == nil
+        return slot.inFlight.count < pipelineDepth && slot.inFlight.last!.job.timeout == nil
             && job.timeout == nil && job.payload.count <= Self.smallPayload
     }
 
@@ -190,7 +202,8 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         mutex.unlock()
         for job in skipped { job.skip() }
         if !batch.isEmpty || shutdown {
-            let out = WireBuffer(capacity: 1 << 12)
+            let out = link.sendBuffer
+            out.removeAll()
             for (seq, job) in batch {
                 let big = job.payload.count > Self.smallPayload
                 FrameHeader(length: UInt32(9 + job.payload.count), kind: .request, seq: seq).write(into: out)
@@ -269,7 +282,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             slot.link = link
             readyCount += 1
             readyCondition.broadcast()
-            sendLocked(slot, limit: Self.pipelineDepth)
+            sendLocked(slot, limit: pipelineDepth)
             serve(slot, link, reader)
             let exit = link.reap()
             buryLink(slot, link, exit)
@@ -343,8 +356,9 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                 mutex.unlock()
                 if let timer = entry.timer { Watchdog.shared.cancel(timer) }
                 var r = WireReader(body)
+                var nanos: UInt64 = 0
                 do {
-                    let nanos = try r.read(UInt64.self)
+                    nanos = try r.read(UInt64.self)
                     try entry.job.deliver(&r, nanos: nanos)
                 } catch {
                     entry.job.fail(FleetError.protocolViolation("bad reply from worker pid \(link.pid): \(error)"))
@@ -352,9 +366,16 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                     return
                 }
                 mutex.lock()
+                averageNanos = (averageNanos * 7 + nanos) / 8
                 slot.itemsDone += entry.job.itemCount
                 if let limit = options.recycleAfter, slot.itemsDone >= limit { slot.retiring = true }
-                sendLocked(slot, limit: Self.pipelineDepth)
+                if reader.hasBufferedFrame {
+                    // More replies are here already: take them all, then
+                    // refill the worker with one write.
+                    mutex.unlock()
+                    continue
+                }
+                sendLocked(slot, limit: pipelineDepth)
             case .fatal:
                 var r = WireReader(body)
                 let message = (try? r.readString()) ?? "unreadable message"

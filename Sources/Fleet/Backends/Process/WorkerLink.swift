@@ -19,6 +19,8 @@ final class WorkerLink: @unchecked Sendable {
     let lifelineFD: Int32
     let control: WorkerControl
     let writeLock = PthreadMutex()
+    /// Frames being written, reused; guarded by `writeLock`.
+    let sendBuffer = WireBuffer(capacity: 1 << 12)
     private var reaped: WorkerExit?
 
     private init(pid: Int32, requestFD: Int32, replyFD: Int32, lifelineFD: Int32, control: WorkerControl) {
