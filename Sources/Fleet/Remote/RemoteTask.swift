@@ -49,13 +49,22 @@ public protocol RemoteTaskDeclaration: Sendable {
     var signature: String { get }
 }
 
+extension RemoteTaskDeclaration {
+    /// The identity of the task's input and output types, compared at
+    /// every call (cheaper than the signature string).
+    var typeIdentity: [ObjectIdentifier] { (self as? any RemoteServable)?.types ?? [] }
+}
+
 /// The worker side of a remote task.
 protocol RemoteServable {
+    var types: [ObjectIdentifier] { get }
     /// Decodes a batch of inputs, runs them, encodes the outcomes.
     func serve(_ request: inout WireReader, mode: ErrorMode, control: WorkerControl, into reply: WireBuffer) throws
 }
 
 extension RemoteTask: RemoteTaskDeclaration, RemoteServable {
+    var types: [ObjectIdentifier] { [ObjectIdentifier(Input.self), ObjectIdentifier(Output.self)] }
+
     public var signature: String {
         "\(name)(\(String(reflecting: Input.self))) -> \(String(reflecting: Output.self))"
     }

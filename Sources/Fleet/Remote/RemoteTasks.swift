@@ -46,6 +46,7 @@ struct Registry: Sendable {
     let tasks: [any RemoteTaskDeclaration]
     let ids: [String: Int]
     let signatures: [String]
+    let identities: [(ObjectIdentifier, ObjectIdentifier)]
     /// FNV-1a over the protocol version and every signature.
     let fingerprint: UInt64
 
@@ -62,6 +63,10 @@ struct Registry: Sendable {
         self.tasks = sorted
         self.ids = ids
         signatures = sorted.map(\.signature)
+        identities = sorted.map { task in
+            let t = task.typeIdentity
+            return t.count == 2 ? (t[0], t[1]) : (ObjectIdentifier(Never.self), ObjectIdentifier(Never.self))
+        }
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in "v\(wireProtocolVersion)\n\(signatures.joined(separator: "\n"))".utf8 {
             hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
@@ -70,8 +75,8 @@ struct Registry: Sendable {
     }
 
     /// The wire id of `task`, checking that it is the registered one.
-    func id(of task: some RemoteTaskDeclaration) throws -> Int {
-        guard let id = ids[task.name], signatures[id] == task.signature else {
+    func id<I, O>(of task: RemoteTask<I, O>) throws -> Int {
+        guard let id = ids[task.name], identities[id] == (ObjectIdentifier(I.self), ObjectIdentifier(O.self)) else {
             throw FleetError.notRemote(
                 "remote task \"\(task.name)\" is not registered: list it in RemoteTasks.bootstrap at the top of main")
         }
