@@ -151,9 +151,11 @@ import FleetTestTasks
         try? RemoteTasks.bootstrap(TestTasks.all)
         let relay = OutputRelay(name: "test-relay")
         defer { relay.stop() }
-        func header(length: UInt32, kind: UInt8, seq: UInt64 = 1) -> [UInt8] {
-            withUnsafeBytes(of: length.littleEndian, Array.init) + [kind, 0, 0, 0] + withUnsafeBytes(of: seq.littleEndian, Array.init)
+        let arena = try SharedArena()
+        func header(length: UInt32, kind: UInt8, flags: UInt8 = 0, seq: UInt64 = 1) -> [UInt8] {
+            withUnsafeBytes(of: length.littleEndian, Array.init) + [kind, flags, 0, 0] + withUnsafeBytes(of: seq.littleEndian, Array.init)
         }
+        func word(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
         let cases: [(String, [UInt8])] = [
             ("unknown frame kind", header(length: 0, kind: 77)),
             ("oversized", header(length: 1 << 30, kind: FrameKind.request.rawValue)),
@@ -161,11 +163,14 @@ import FleetTestTasks
             ("bytes after the inputs", header(length: 30, kind: FrameKind.request.rawValue)
                 + [UInt8](repeating: 0, count: 9) + withUnsafeBytes(of: UInt64(1).littleEndian, Array.init) + [UInt8](repeating: 1, count: 13)),
             ("unexpected", header(length: 0, kind: FrameKind.reply.rawValue)),
+            ("outside the arena", header(length: 25, kind: FrameKind.request.rawValue, flags: 1)
+                + [UInt8](repeating: 0, count: 9) + word(1 << 40) + word(64)),
+            ("reserved header bits", header(length: 0, kind: FrameKind.reply.rawValue, flags: 1)),
         ]
         for (expected, garbage) in cases {
             let link = try WorkerLink.spawn(
                 executable: testWorkerPath, spec: WorkerSpec(version: Int(wireProtocolVersion), parent: getpid(), maxFrameBytes: 1 << 20),
-                environment: [:], relay: relay, label: { "malformed-test \($0)" })
+                environment: [:], arena: arena, relay: relay, label: { "malformed-test \($0)" })
             let reader = FrameReader(fd: link.replyFD, maxLength: 1 << 20)
             #expect(try reader.next()?.0.kind == .hello)
             garbage.withUnsafeBytes { try? writeAll(link.requestFD, $0) }

@@ -32,9 +32,9 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob, RemoteConvertibl
     @usableFromInline var isAsync: Bool { runner.isAsync }
 
     /// The job a processes backend sends to a worker, for a remote task.
-    func remoteJob(registry: Registry) throws -> (any RemoteJob)? {
+    func remoteJob(context: RemoteContext) throws -> (any RemoteJob)? {
         guard case .remote(let task) = runner else { return nil }
-        return try task.makeJob(core: core, start: start, items: items, timeout: timeout, registry: registry)
+        return try task.makeJob(core: core, start: start, items: items, timeout: timeout, context: context)
     }
 
     private func claim() -> Bool { !claimed.exchange(true, ordering: .acquiringAndReleasing) }

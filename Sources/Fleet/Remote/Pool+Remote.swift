@@ -53,7 +53,7 @@ extension Pool {
         if let retries, retries < 0 { throw FleetError.invalidArgument("retries must not be negative, got \(retries)") }
         let remote = backend as? ProcessBackend
         let job = try RemoteCallJob(task: task, input: input, taskID: remote.map { try $0.registry.id(of: task) } ?? 0,
-                                    timeout: timeout, retries: retries, encode: remote != nil)
+                                    timeout: timeout, retries: retries, context: remote?.context)
         try backend.enqueue(job)
         return Future(job)
     }

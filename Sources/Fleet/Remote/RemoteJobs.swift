@@ -33,7 +33,15 @@ protocol RemoteJob: Job {
 
 /// A queued job that may turn into a `RemoteJob` (a map batch).
 protocol RemoteConvertible {
-    func remoteJob(registry: Registry) throws -> (any RemoteJob)?
+    func remoteJob(context: RemoteContext) throws -> (any RemoteJob)?
+}
+
+/// What a processes backend lends the jobs it turns into requests.
+@usableFromInline
+struct RemoteContext {
+    let registry: Registry
+    /// Big payloads are encoded straight into this shared memory.
+    let arena: SharedArena?
 }
 
 /// A remote task in a map call: runs batches here, or makes remote jobs.
@@ -42,7 +50,7 @@ protocol RemoteBatchMaker<T, R>: Sendable {
     associatedtype T: Sendable
     associatedtype R: Sendable
     func runHere(_ items: [T], start: Int, mode: ErrorMode, token: CancellationToken?) -> BatchOutput<R>
-    func makeJob(core: MapCore<R>, start: Int, items: [T], timeout: Duration?, registry: Registry) throws -> any RemoteJob
+    func makeJob(core: MapCore<R>, start: Int, items: [T], timeout: Duration?, context: RemoteContext) throws -> any RemoteJob
 }
 
 @usableFromInline
@@ -61,9 +69,9 @@ struct RemoteMapping<I: Codable & Sendable, O: Codable & Sendable>: RemoteBatchM
     }
 
     @usableFromInline
-    func makeJob(core: MapCore<O>, start: Int, items: [I], timeout: Duration?, registry: Registry) throws -> any RemoteJob {
+    func makeJob(core: MapCore<O>, start: Int, items: [I], timeout: Duration?, context: RemoteContext) throws -> any RemoteJob {
         try RemoteBatchJob(core: core, start: start, items: items, mapping: self,
-                           taskID: registry.id(of: task), timeout: timeout, attempt: 0)
+                           taskID: context.registry.id(of: task), timeout: timeout, attempt: 0, arena: context.arena)
     }
 }
 
@@ -81,7 +89,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     var attempt: Int
 
     init(core: MapCore<O>, start: Int, items: [I], mapping: RemoteMapping<I, O>, taskID: Int,
-         timeout: Duration?, attempt: Int) throws {
+         timeout: Duration?, attempt: Int, arena: SharedArena?) throws {
         self.core = core
         self.start = start
         self.items = items
@@ -89,7 +97,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
         self.taskID = taskID
         self.timeout = timeout
         self.attempt = attempt
-        payload = WireBuffer(capacity: 64 + items.count * MemoryLayout<I>.stride)
+        payload = WireBuffer(capacity: 64 + items.count * MemoryLayout<I>.stride, arena: arena)
         try WireCoding.encode(items, into: payload)
     }
 
@@ -125,7 +133,8 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
         func part(_ range: Range<Int>) -> RemoteBatchJob? {
             guard !range.isEmpty else { return nil }
             return try? RemoteBatchJob(core: core, start: start + range.lowerBound, items: Array(items[range]),
-                                       mapping: mapping, taskID: taskID, timeout: timeout, attempt: attempt)
+                                       mapping: mapping, taskID: taskID, timeout: timeout, attempt: attempt,
+                                       arena: payload.arena)
         }
         // The inputs encoded once already, so encoding a part cannot fail.
         let before = part(0..<k), culprit = part(k..<k + 1)!, after = part(k + 1..<items.count)
@@ -156,15 +165,15 @@ final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureS
     var attempt = 0
     private var begun = false
 
-    init(task: RemoteTask<I, O>, input: I, taskID: Int, timeout: Duration?, retries: Int?, encode: Bool) throws {
+    init(task: RemoteTask<I, O>, input: I, taskID: Int, timeout: Duration?, retries: Int?, context: RemoteContext?) throws {
         self.task = task
         self.input = input
         self.taskID = taskID
         self.timeout = timeout
         self.retries = retries
-        payload = WireBuffer(capacity: 64)
+        payload = WireBuffer(capacity: 64, arena: context?.arena)
         super.init()
-        if encode { try WireCoding.encode([input], into: payload) }
+        if context != nil { try WireCoding.encode([input], into: payload) }
     }
 
     var mode: ErrorMode { .failFast }

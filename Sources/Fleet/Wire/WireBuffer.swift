@@ -7,13 +7,25 @@ final class WireBuffer {
     @usableFromInline private(set) var count = 0
     @usableFromInline private(set) var capacity: Int
 
+    /// Where the bytes live once they outgrow `arenaThreshold`: shared
+    /// memory, so a worker process can read them in place.
+    let arena: SharedArena?
+    /// The arena range holding the bytes, if they are there.
+    private(set) var shared: (offset: Int, length: Int)?
+    static let arenaThreshold = 1 << 16
+
     @usableFromInline
-    init(capacity: Int = 256) {
+    init(capacity: Int = 256, arena: SharedArena? = nil) {
         self.capacity = max(capacity, 64)
+        self.arena = arena
         base = .allocate(byteCount: self.capacity, alignment: 16)
     }
 
-    deinit { base.deallocate() }
+    deinit { releaseStorage() }
+
+    private func releaseStorage() {
+        if let shared, let arena { arena.release(shared) } else { base.deallocate() }
+    }
 
     /// Makes room for `n` more bytes.
     @inlinable
@@ -25,11 +37,33 @@ final class WireBuffer {
     func grow(to needed: Int) {
         var newCapacity = capacity * 2
         while newCapacity < needed { newCapacity *= 2 }
+        if let arena, newCapacity >= Self.arenaThreshold, let range = arena.allocate(newCapacity) {
+            let newBase = arena.base + range.offset
+            newBase.copyMemory(from: base, byteCount: count)
+            releaseStorage()
+            base = newBase
+            shared = range
+            capacity = range.length
+            return
+        }
         let newBase = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
         newBase.copyMemory(from: base, byteCount: count)
-        base.deallocate()
+        releaseStorage()
+        shared = nil
         base = newBase
         capacity = newCapacity
+    }
+
+    /// Where the bytes sit in the shared arena, if they do.
+    var sharedOffset: Int? { shared?.offset }
+
+    /// Frees memory beyond `limit` bytes of capacity once the buffer is
+    /// empty, so one big message does not pin its size for good.
+    func shrink(ifOver limit: Int) {
+        guard count == 0, capacity > limit, shared == nil else { return }
+        base.deallocate()
+        capacity = 1 << 12
+        base = .allocate(byteCount: capacity, alignment: 16)
     }
 
     @inlinable

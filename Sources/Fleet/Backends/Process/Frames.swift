@@ -32,11 +32,13 @@ struct FrameHeader: Equatable {
     var kind: FrameKind
     /// Matches a reply to its request; 0 for other frames.
     var seq: UInt64
+    /// A request whose inputs are in the shared arena (flag bit 0).
+    var shared = false
 
     func write(into buffer: WireBuffer) {
         buffer.append(length)
         buffer.append(kind.rawValue)
-        buffer.append(UInt8(0))   // flags, none defined
+        buffer.append(UInt8(shared ? 1 : 0))   // flags
         buffer.append(UInt16(0))  // reserved
         buffer.append(seq)
     }
@@ -49,9 +51,11 @@ struct FrameHeader: Equatable {
         let reserved = try r.read(UInt16.self)
         let seq = try r.read(UInt64.self)
         guard let kind = FrameKind(rawValue: rawKind) else { throw FrameError.malformed("unknown frame kind \(rawKind)") }
-        guard flags == 0, reserved == 0 else { throw FrameError.malformed("reserved header bits set") }
+        guard flags & ~1 == 0, reserved == 0, flags == 0 || kind == .request else {
+            throw FrameError.malformed("reserved header bits set")
+        }
         guard Int(length) <= maxLength else { throw FrameError.oversized(Int(length), limit: maxLength) }
-        return FrameHeader(length: length, kind: kind, seq: seq)
+        return FrameHeader(length: length, kind: kind, seq: seq, shared: flags == 1)
     }
 }
 

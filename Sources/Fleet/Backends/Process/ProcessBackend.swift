@@ -72,6 +72,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
     private var nextSeq: UInt64 = 1
     private var callbacks: [@Sendable () -> Void] = []
     private let relay: OutputRelay
+    let context: RemoteContext
 
     /// Requests in flight per worker when they are small and quick (the
     /// worker then finds the next ones waiting, and answers a burst of them
@@ -99,6 +100,8 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         slots = (0..<workers).map(Slot.init)
         liveThreads = workers
         relay = OutputRelay(name: "\(name)-out")
+        // Without shared memory, big payloads go through the pipes.
+        context = RemoteContext(registry: registry, arena: try? SharedArena())
         for slot in slots {
             spawnThread(name: "\(name)-\(slot.index)") { [self] in runSlot(slot) }
         }
@@ -110,7 +113,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         let remote: any RemoteJob
         if let r = job as? any RemoteJob {
             remote = r
-        } else if let c = job as? any RemoteConvertible, let r = try c.remoteJob(registry: registry) {
+        } else if let c = job as? any RemoteConvertible, let r = try c.remoteJob(context: context) {
             remote = r
         } else {
             throw FleetError.notRemote(
@@ -172,7 +175,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             if promised + job.itemCount > limit { return false }
         }
         return slot.inFlight.count < pipelineDepth && slot.inFlight.last!.job.timeout == nil
-            && job.timeout == nil && job.payload.count <= Self.smallPayload
+            && job.timeout == nil && (job.payload.count <= Self.smallPayload || job.payload.sharedOffset != nil)
     }
 
     /// Assigns up to `limit` queued jobs to `slot` and sends them, along
@@ -210,6 +213,16 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             let out = link.sendBuffer
             out.removeAll()
             for (seq, job) in batch {
+                if let offset = job.payload.sharedOffset {
+                    // The inputs are in the shared arena: send where.
+                    FrameHeader(length: 25, kind: .request, seq: seq, shared: true).write(into: out)
+                    out.append(UInt32(job.taskID))
+                    out.append(UInt32(job.attempt))
+                    out.append(UInt8(job.mode == .failFast ? 0 : 1))
+                    out.append(UInt64(offset))
+                    out.append(UInt64(job.payload.count))
+                    continue
+                }
                 let big = job.payload.count > Self.smallPayload
                 FrameHeader(length: UInt32(9 + job.payload.count), kind: .request, seq: seq).write(into: out)
                 out.append(UInt32(job.taskID))
@@ -253,7 +266,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                 link = try WorkerLink.spawn(
                     executable: executable,
                     spec: WorkerSpec(version: Int(wireProtocolVersion), parent: getpid(), maxFrameBytes: options.maxFrameBytes),
-                    environment: options.environment, relay: relay,
+                    environment: options.environment, arena: context.arena, relay: relay,
                     label: { "worker \(slot.index) pid \($0)" })
             } catch {
                 markBroken(error as? FleetError ?? .workerStartFailed("\(error)"))

@@ -33,7 +33,7 @@ final class WorkerLink: @unchecked Sendable {
 
     /// Starts a worker running `executable`. Its output pipe's read end is
     /// handed to `relay`, labelled with `label(pid)`.
-    static func spawn(executable: String, spec: WorkerSpec, environment: [String: String],
+    static func spawn(executable: String, spec: WorkerSpec, environment: [String: String], arena: SharedArena?,
                       relay: OutputRelay, label: (Int32) -> String) throws -> WorkerLink {
         let control = try WorkerControl()
         var fds: [[Int32]] = []
@@ -50,11 +50,14 @@ final class WorkerLink: @unchecked Sendable {
         _ = cfleet_set_pipe_size(reply[1], 1 << 20)
         let controlFD = aboveChildDescriptors(dup(control.fd))
         defer { close(controlFD) }
-        let mapping: [Int32] = [
+        let arenaFD = arena.map { aboveChildDescriptors(dup($0.fd)) } ?? -1
+        defer { if arenaFD >= 0 { close(arenaFD) } }
+        var mapping: [Int32] = [
             request[0], WorkerSpec.requestFD, reply[1], WorkerSpec.replyFD,
             lifeline[0], WorkerSpec.lifelineFD, controlFD, WorkerSpec.controlFD,
             output[1], 1, output[1], 2,
         ]
+        if arenaFD >= 0 { mapping += [arenaFD, WorkerSpec.arenaFD] }
         var env = currentEnvironment()
         // A crashing worker is reported by the driver (item, pid, signal);
         // the Swift runtime's backtrace of it is opt-in, with

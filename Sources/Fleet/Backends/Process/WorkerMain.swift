@@ -14,7 +14,9 @@ struct WorkerSpec {
     static let replyFD: Int32 = 4
     static let lifelineFD: Int32 = 5
     static let controlFD: Int32 = 6
-    static let firstFree: Int32 = 7
+    /// The pool's shared arena, when it has one.
+    static let arenaFD: Int32 = 7
+    static let firstFree: Int32 = 8
 
     let version: Int
     let parent: Int32
@@ -74,6 +76,7 @@ struct WorkerMain {
         if spec.version != Int(wireProtocolVersion) {
             fatal("the driver speaks protocol version \(spec.version), this worker \(wireProtocolVersion)", out)
         }
+        let arena = try? ArenaView(inherited: WorkerSpec.arenaFD)
         let reader = FrameReader(fd: WorkerSpec.requestFD, maxLength: spec.maxFrameBytes)
         while true {
             let frame: (FrameHeader, UnsafeRawBufferPointer)?
@@ -87,7 +90,7 @@ struct WorkerMain {
                 let began = monotonicNanos()
                 let mark = out.count
                 do {
-                    try serve(header, body, control: control, into: out)
+                    try serve(header, body, arena: arena, control: control, into: out)
                 } catch {
                     out.truncate(to: mark)  // drop the half-written reply
                     fatal("bad request \(header.seq): \(error)", out)
@@ -105,12 +108,18 @@ struct WorkerMain {
         }
     }
 
-    private func serve(_ header: FrameHeader, _ body: UnsafeRawBufferPointer, control: WorkerControl,
-                       into out: WireBuffer) throws {
+    private func serve(_ header: FrameHeader, _ body: UnsafeRawBufferPointer, arena: ArenaView?,
+                       control: WorkerControl, into out: WireBuffer) throws {
         var r = WireReader(body)
         let taskID = Int(try r.read(UInt32.self))
         let attempt = Int(try r.read(UInt32.self))
         let mode: ErrorMode = try r.read(UInt8.self) == 0 ? .failFast : .collect
+        if header.shared {
+            guard let arena else { throw WireError.corrupt("a shared payload, but no shared arena") }
+            let offset = try r.read(UInt64.self), length = try r.read(UInt64.self)
+            guard r.isAtEnd else { throw WireError.corrupt("bytes after a shared payload's range") }
+            r = WireReader(try arena.bytes(offset: offset, length: length))
+        }
         guard taskID < registry.tasks.count, let task = registry.tasks[taskID] as? any RemoteServable else {
             throw WireError.corrupt("no task with id \(taskID)")
         }
