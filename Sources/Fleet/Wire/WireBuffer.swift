@@ -105,12 +105,53 @@ final class WireBuffer {
         base.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
     }
 
-    func removeAll() { count = 0 }
+    func removeAll() {
+        count = 0
+        externals.removeAll()
+        externalBytes = 0
+    }
 
     /// Drops what was written after the first `n` bytes.
     func truncate(to n: Int) {
         precondition(n >= 0 && n <= count)
         count = n
+        while let last = externals.last, last.at >= n {
+            externalBytes -= last.bytes.count
+            externals.removeLast()
+        }
+    }
+
+    // MARK: Bytes written from elsewhere
+
+    /// Whether big numeric arrays may be referenced instead of copied
+    /// (a worker's reply buffer, written with `write(to:)`).
+    @usableFromInline var allowsExternal = false
+    /// Referenced bytes, each to be written after inline byte `at`.
+    private var externals: [(at: Int, keep: Any, bytes: UnsafeRawBufferPointer)] = []
+    /// Total size of the referenced bytes.
+    private(set) var externalBytes = 0
+    @usableFromInline static let externalThreshold = 1 << 20
+
+    /// References `array`'s memory as the next bytes. The copy in `keep`
+    /// holds the array's storage, which does not move while it is shared
+    /// and unmutated, so the pointer stays valid until the buffer is reset.
+    @usableFromInline func appendExternal<T: BitwiseCopyable>(_ array: [T]) {
+        let keep: Any = array
+        array.withUnsafeBytes { raw in
+            externals.append((count, keep, raw))
+            externalBytes += raw.count
+        }
+    }
+
+    /// Writes everything, inline and referenced bytes in order, to `fd`.
+    func write(to fd: Int32) throws {
+        var at = 0
+        for e in externals {
+            try writeAll(fd, UnsafeRawBufferPointer(start: base + at, count: e.at - at))
+            try writeAll(fd, e.bytes)
+            at = e.at
+        }
+        try writeAll(fd, UnsafeRawBufferPointer(start: base + at, count: count - at))
     }
 
     /// The bytes written so far (valid until the next write).

@@ -62,7 +62,11 @@ extension Array: WireRaw where Element: WireTrivial {
     @inlinable
     func encodeRaw(into buffer: WireBuffer) {
         buffer.append(UInt64(count))
-        withUnsafeBytes { buffer.append($0) }
+        if buffer.allowsExternal && count * MemoryLayout<Element>.stride >= WireBuffer.externalThreshold {
+            buffer.appendExternal(self)
+        } else {
+            withUnsafeBytes { buffer.append($0) }
+        }
     }
 
     @inlinable

@@ -106,6 +106,14 @@ final class FrameReader {
     /// The next frame, or nil at a clean end of stream. The body is valid
     /// until the next call.
     func next() throws -> (FrameHeader, UnsafeRawBufferPointer)? {
+        if start == end && capacity > 1 << 20 {
+            // The last frame was big and is consumed: do not keep its memory.
+            storage.deallocate()
+            capacity = 1 << 16
+            storage = .allocate(byteCount: capacity, alignment: 16)
+            start = 0
+            end = 0
+        }
         guard try fill(FrameHeader.size, eofOK: true) else { return nil }
         let header = try FrameHeader.parse(UnsafeRawBufferPointer(start: storage + start, count: FrameHeader.size),
                                            maxLength: maxLength)
@@ -168,9 +176,10 @@ func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
 /// Appends a frame whose body `body` writes, patching the length afterwards.
 func appendFrame(_ kind: FrameKind, seq: UInt64, to buffer: WireBuffer, _ body: (WireBuffer) throws -> Void) rethrows {
     let headerAt = buffer.count
+    let externalBefore = buffer.externalBytes
     FrameHeader(length: 0, kind: kind, seq: seq).write(into: buffer)
     try body(buffer)
-    let length = buffer.count - headerAt - FrameHeader.size
+    let length = buffer.count - headerAt - FrameHeader.size + buffer.externalBytes - externalBefore
     precondition(length <= Int(UInt32.max), "frame body of \(length) bytes")
     buffer.patch(UInt32(length), at: headerAt)
 }

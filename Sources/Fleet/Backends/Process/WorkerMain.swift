@@ -59,6 +59,7 @@ struct WorkerMain {
         watchLifeline()
         if getppid() != spec.parent { exit(0) }  // the driver is already gone
         let out = WireBuffer(capacity: 1 << 16)
+        out.allowsExternal = true  // big results are written from their own memory
         let control: WorkerControl
         do {
             control = try WorkerControl(inherited: WorkerSpec.controlFD)
@@ -139,8 +140,9 @@ struct WorkerMain {
 
     private func flush(_ out: WireBuffer) {
         guard out.count > 0 else { return }
-        do { try writeAll(WorkerSpec.replyFD, out.bytes) } catch { exit(0) }  // the driver is gone
+        do { try out.write(to: WorkerSpec.replyFD) } catch { exit(0) }  // the driver is gone
         out.removeAll()
+        out.shrink(ifOver: 1 << 20)
     }
 
     /// Reports a protocol error to the driver and exits.
