@@ -76,9 +76,11 @@ import FleetTestTasks
             _ = try await pool.map(0..<1_000, TestTasks.failOn7)
             Issue.record("the map should have failed")
         } catch let failure as ItemFailure {
-            #expect(failure.index == 7)
+            // The first failure to happen (not always the lowest index when
+            // batches run side by side).
+            #expect(failure.index % 10 == 7)
             #expect(failure.errorType == "FleetTestTasks.TaskFailure")
-            #expect("\(failure)".contains("task failure on 7"))
+            #expect("\(failure)".contains("task failure on \(failure.index)"))
         }
         let results = try await pool.mapResults(0..<1_000, TestTasks.failOn7)
         #expect(results.count == 1_000)
