@@ -156,6 +156,29 @@ import FleetTestTasks
     }
 
     @Test(arguments: TestBackend.allCases)
+    func runningTasksSeeTheirOperationCancelled(_ backend: TestBackend) async throws {
+        guard backend != .serial else { return }
+        let pool = try backend.makePool()
+        let results = Locked<[Bool]>([])
+        let task = Task {
+            for try await saw in pool.stream(Array(repeating: 10_000, count: 4), TestTasks.spinUntilCancelled,
+                                             options: MapOptions(batchSize: 1)) {
+                results.withLock { $0.append(saw) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let began = ContinuousClock.now
+        task.cancel()
+        _ = await task.result
+        // The spinning tasks saw the cancellation and returned early: the
+        // stream ended long before their 10 s were up.
+        #expect(ContinuousClock.now - began < .seconds(5))
+        #expect(results.withLock { $0 }.isEmpty)
+        #expect(try await pool.map(0..<10, TestTasks.square).count == 10)
+        await pool.shutdown()
+    }
+
+    @Test(arguments: TestBackend.allCases)
     func shutdownDrainsOrCancels(_ backend: TestBackend) async throws {
         guard backend != .serial else { return }
         let pool = try backend.makePool(workers: 1)

@@ -19,6 +19,8 @@ protocol RemoteJob: Job {
     var itemCount: Int { get }
     /// The encoded inputs.
     var payload: WireBuffer { get }
+    /// The token whose cancellation should stop the job where it runs.
+    var token: CancellationToken? { get }
     /// Called before the first send: false if the job is no longer wanted
     /// (then the backend calls `skip`).
     func begin() -> Bool
@@ -102,6 +104,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     }
 
     var mode: ErrorMode { core.mode }
+    var token: CancellationToken? { core.token }
     var retries: Int? { mapping.retries }
     var firstIndex: Int? { start }
     var itemCount: Int { items.count }
@@ -177,6 +180,7 @@ final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureS
     }
 
     var mode: ErrorMode { .failFast }
+    var token: CancellationToken? { nil }
     var firstIndex: Int? { nil }
     var itemCount: Int { 1 }
 

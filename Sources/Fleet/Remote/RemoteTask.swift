@@ -79,6 +79,7 @@ extension RemoteTask: RemoteTaskDeclaration, RemoteServable {
             var failure: (Int, any Error)?
             for i in items.indices {
                 control.current = i
+                if i & cancellationStride == 0, FleetTask.isCancelled { break }
                 do { values.append(try body(items[i])) } catch {
                     failure = (i, error)
                     break

@@ -12,16 +12,32 @@ import Synchronization
 public final class CancellationToken: Sendable {
     private let flag = Atomic<Bool>(false)
     private let parent: CancellationToken?
+    /// Another source of cancellation, polled (in a worker process: the
+    /// driver's mark on the shared control page).
+    private let probe: (@Sendable () -> Bool)?
+    private let forwarded = Atomic<Bool>(false)
+
+    /// True the first time it is called: whether the caller should start
+    /// forwarding this token's cancellation (to worker processes).
+    func startForwarding() -> Bool { !forwarded.exchange(true, ordering: .relaxed) }
     private let handlers = Locked<(next: Int, list: [Int: @Sendable () -> Void])?>((0, [:]))
 
     var parentToken: CancellationToken? { parent }
 
     /// A new token, cancelled by `cancel()` or by its parent's.
-    public init(parent: CancellationToken? = nil) { self.parent = parent }
+    public init(parent: CancellationToken? = nil) {
+        self.parent = parent
+        probe = nil
+    }
+
+    init(probe: @escaping @Sendable () -> Bool) {
+        parent = nil
+        self.probe = probe
+    }
 
     /// True once `cancel()` has been called on it or on its parent.
     public var isCancelled: Bool {
-        flag.load(ordering: .acquiring) || (parent?.isCancelled ?? false)
+        flag.load(ordering: .acquiring) || (parent?.isCancelled ?? false) || (probe?() ?? false)
     }
 
     /// Sets the flag and runs the registered handlers, once.

@@ -188,6 +188,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         }
         var batch: [(UInt64, any RemoteJob)] = []
         var skipped: [any RemoteJob] = []
+        var watch: [CancellationToken] = []
         while batch.count < limit, let job = queue.first, canTake(job, slot) {
             queue.removeFirst()
             guard job.begin() else {
@@ -202,12 +203,20 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             }
             slot.inFlight.append(entry)
             batch.append((seq, job))
+            if let token = job.token, token.startForwarding() {
+                // Once per operation: its cancellation reaches the workers
+                // running its jobs, through their control pages.
+                watch.append(token)
+            }
         }
         let shutdown = slot.inFlight.isEmpty && !slot.sentShutdown
             && (slot.retiring || (policy != nil && queue.isEmpty))
         if shutdown { slot.sentShutdown = true }
         link.writeLock.lock()
         mutex.unlock()
+        for token in watch {
+            token.onCancel { [weak self] in self?.cancelRunning(token) }
+        }
         for job in skipped { job.skip() }
         if !batch.isEmpty || shutdown {
             let out = link.sendBuffer
@@ -242,6 +251,17 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             try? writeAll(link.requestFD, out.bytes)
         }
         link.writeLock.unlock()
+    }
+
+    /// Marks every request of `token`'s operation in flight as no longer
+    /// wanted; workers see it through `FleetTask.isCancelled`.
+    private func cancelRunning(_ token: CancellationToken) {
+        mutex.lock()
+        defer { mutex.unlock() }
+        for slot in slots {
+            guard let link = slot.link else { continue }
+            for entry in slot.inFlight where entry.job.token === token { link.control.cancel(entry.seq) }
+        }
     }
 
     /// A job's time-out fired: kill the worker running it.

@@ -9,7 +9,11 @@ import Musl
 /// records which request and which item of it it is running; when it dies,
 /// the driver reads the page to learn which item killed it, so that only
 /// that item is failed or retried.
-final class WorkerControl {
+final class WorkerControl: @unchecked Sendable {
+    // Safe: the page holds aligned 64-bit words, each written by one side
+    // only (the worker: `seq`, `current`; the driver: the cancel ring), and
+    // aligned 64-bit loads and stores are atomic on the platforms Fleet
+    // supports. Readers poll; nothing else is inferred from the order.
     private let words: UnsafeMutablePointer<UInt64>
     let fd: Int32
 
@@ -25,8 +29,8 @@ final class WorkerControl {
             close(fd)
             throw FleetError.workerStartFailed("mmap: \(String(cString: strerror(errno)))")
         }
-        words = p.bindMemory(to: UInt64.self, capacity: 4)
-        words.update(repeating: 0, count: 4)
+        words = p.bindMemory(to: UInt64.self, capacity: Self.wordCount)
+        words.update(repeating: 0, count: Self.wordCount)
     }
 
     /// Maps the page inherited as descriptor `fd` (worker side).
@@ -35,7 +39,25 @@ final class WorkerControl {
         guard let p = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
             throw FleetError.protocolViolation("cannot map the control page")
         }
-        words = p.bindMemory(to: UInt64.self, capacity: 4)
+        words = p.bindMemory(to: UInt64.self, capacity: Self.wordCount)
+    }
+
+    // Layout: [0] running request, [1] running item, [2] cancel ring write
+    // position, [8..<8+ringSize] requests whose work is no longer wanted.
+    static let ringSize = 64
+    static let wordCount = 8 + ringSize
+
+    /// Driver: marks request `seq` as no longer wanted.
+    func cancel(_ seq: UInt64) {
+        let at = Int(words[2] % UInt64(Self.ringSize))
+        words[8 + at] = seq
+        words[2] &+= 1
+    }
+
+    /// Worker: whether the driver has marked request `seq`.
+    func isCancelled(_ seq: UInt64) -> Bool {
+        for i in 0..<Self.ringSize where words[8 + i] == seq { return true }
+        return false
     }
 
     deinit {

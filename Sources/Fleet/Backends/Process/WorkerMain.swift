@@ -130,8 +130,12 @@ struct WorkerMain {
             let began = monotonicNanos()
             let nanosAt = b.count
             b.append(UInt64(0))
+            let seq = header.seq
+            let token = CancellationToken(probe: { control.isCancelled(seq) })
             try FleetTask.$attempt.withValue(attempt) {
-                try task.serve(&r, mode: mode, control: control, into: b)
+                try FleetTask.$token.withValue(token) {
+                    try task.serve(&r, mode: mode, control: control, into: b)
+                }
             }
             b.patch(monotonicNanos() &- began, at: nanosAt)
         }
