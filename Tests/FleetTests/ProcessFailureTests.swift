@@ -88,6 +88,19 @@ import FleetTestTasks
         }
     }
 
+    @Test func killRunningEndsAShutdownStuckOnAHungTask() async throws {
+        let before = childPids()
+        let pool = try processPool(workers: 1)
+        let hung = try pool.submit(TestTasks.sleep, 600_000)
+        let queued = try pool.submit(TestTasks.square, 3)
+        try await pool.waitUntilReady()
+        try await Task.sleep(for: .milliseconds(100))
+        await pool.shutdown(.killRunning)
+        await #expect(throws: FleetError.cancelled) { try await hung.value }
+        await #expect(throws: FleetError.cancelled) { try await queued.value }
+        #expect(await eventually { childPids().subtracting(before).isEmpty })
+    }
+
     @Test func workersAreRecycledAfterNItems() async throws {
         try await withProcessPool(workers: 1, { $0.recycleAfter = 5 }) { pool in
             let pids = try await pool.map(Array(repeating: 0, count: 20), TestTasks.pid, options: MapOptions(batchSize: 1))

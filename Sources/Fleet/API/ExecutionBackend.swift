@@ -51,6 +51,15 @@ public enum ShutdownPolicy: Sendable, Equatable {
     case drain
     /// Fail queued work with `FleetError.cancelled`, let running work finish.
     case cancelPending
+    /// `cancelPending`, and on processes also kill the workers running
+    /// work, whose items fail with `FleetError.cancelled`: a shutdown that
+    /// cannot hang on a stuck task. (Threads cannot be killed: there it is
+    /// `cancelPending`, and running tasks see `FleetTask.isCancelled` only
+    /// through their operation.)
+    case killRunning
+
+    /// Whether queued work is failed rather than run.
+    var dropsQueued: Bool { self != .drain }
 }
 
 /// The worker a job runs on: its index, and the per-worker state built by

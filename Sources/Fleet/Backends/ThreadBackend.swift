@@ -70,7 +70,7 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
         mutex.lock()
         accepting = false
         var dropped = Deque<any Job>()
-        if policy == .cancelPending { swap(&dropped, &queue) }
+        if policy.dropsQueued { swap(&dropped, &queue) }
         workAvailable.broadcast()
         let done = live == 0 ? takeCallbacksLocked() : []
         mutex.unlock()

@@ -449,6 +449,10 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         for entry in inFlight { if let timer = entry.timer { Watchdog.shared.cancel(timer) } }
         guard !inFlight.isEmpty else { return }
 
+        if mutex.withLock({ policy == .killRunning }) {
+            for entry in inFlight { entry.job.fail(FleetError.cancelled) }
+            return
+        }
         var requeue: [any RemoteJob] = []
         var failed: [(any RemoteJob, any Error)] = []
         let runningSeq = link.control.seq
@@ -513,9 +517,12 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         mutex.lock()
         if self.policy == nil { self.policy = policy }
         var discarded: [any RemoteJob] = []
-        if policy == .cancelPending {
+        if policy.dropsQueued {
             discarded = Array(queue)
             queue.removeAll()
+        }
+        if policy == .killRunning {
+            for slot in slots where !slot.inFlight.isEmpty { slot.link?.kill() }
         }
         readyCondition.broadcast()
         let idle = slots.filter { $0.link != nil && $0.inFlight.isEmpty && !$0.sentShutdown }
