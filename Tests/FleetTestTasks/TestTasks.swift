@@ -1,4 +1,5 @@
 import Fleet
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -93,10 +94,23 @@ public enum TestTasks {
         return false
     }
 
-    public static let all: [any RemoteTaskDeclaration] = [
+    /// The worker initializer of the tests: sets `initialized` in the
+    /// worker, or throws for a negative input.
+    public static let setUp = RemoteTask("setUp") { (value: Int) -> Bool in
+        if value < 0 { throw TaskFailure(item: value) }
+        initialized.withLock { $0 = value }
+        return true
+    }
+    /// What `setUp` stored in this worker (0 if it never ran).
+    public static let readInitialized = RemoteTask("readInitialized") { (_: Int) -> Int in initialized.withLock { $0 } }
+
+    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
     ]
 }
+
+/// Per-process state set by the `setUp` initializer.
+let initialized = Mutex(0)
 
 /// Whether item `x` kills its worker in the chaos test: a fixed ~1% of items.
 public func chaosVictim(_ x: Int) -> Bool {

@@ -101,6 +101,24 @@ import FleetTestTasks
         #expect(await eventually { childPids().subtracting(before).isEmpty })
     }
 
+    @Test func theInitializerRunsInEveryWorkerIncludingReplacements() async throws {
+        try await withProcessPool({ $0.initializer = try? WorkerInitializer(TestTasks.setUp, 42) }) { pool in
+            let seen = try await pool.map(Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
+            #expect(seen.allSatisfy { $0 == 42 }, "\(seen)")
+            _ = await try pool.submit(TestTasks.die, 0).result  // a replacement starts
+            let after = try await pool.map(Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
+            #expect(after.allSatisfy { $0 == 42 })
+        }
+        let failing = try processPool { $0.initializer = try? WorkerInitializer(TestTasks.setUp, -1) }
+        do {
+            try await failing.waitUntilReady()
+            Issue.record("a failing initializer should stop the pool")
+        } catch let error as FleetError {
+            #expect("\(error)".contains("initializer \"setUp\" failed") && "\(error)".contains("task failure on -1"))
+        }
+        await failing.shutdown()
+    }
+
     @Test func workersAreRecycledAfterNItems() async throws {
         try await withProcessPool(workers: 1, { $0.recycleAfter = 5 }) { pool in
             let pids = try await pool.map(Array(repeating: 0, count: 20), TestTasks.pid, options: MapOptions(batchSize: 1))

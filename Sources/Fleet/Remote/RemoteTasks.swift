@@ -83,6 +83,9 @@ struct Registry: Sendable {
         return id
     }
 
+    /// The input and output type identities of task `id`.
+    func typeIdentity(_ id: Int) -> [ObjectIdentifier] { [identities[id].0, identities[id].1] }
+
     /// Explains how a worker's task list differs from this one.
     func difference(from workerSignatures: [String]) -> String {
         let mine = Set(signatures), theirs = Set(workerSignatures)

@@ -315,6 +315,16 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             } catch {
                 continue
             }
+            if let initializer = options.initializer {
+                do {
+                    try initialize(link, reader, initializer)
+                } catch {
+                    link.kill()
+                    _ = link.reap()
+                    markBroken(.workerStartFailed("the worker initializer \"\(initializer.name)\" failed: \(error)"))
+                    break
+                }
+            }
             mutex.lock()
             failedStarts = 0
             slot.link = link
@@ -371,6 +381,31 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         } catch {
             throw FleetError.workerStartFailed("unreadable handshake from \(executable): \(error)")
         }
+    }
+
+    /// Runs the pool's initializer in a new worker and waits for it.
+    private func initialize(_ link: WorkerLink, _ reader: FrameReader, _ initializer: WorkerInitializer) throws {
+        guard let id = registry.ids[initializer.name], registry.typeIdentity(id) == initializer.types else {
+            throw FleetError.notRemote("remote task \"\(initializer.name)\" is not registered: list it in RemoteTasks.bootstrap")
+        }
+        let out = WireBuffer()
+        appendFrame(.initialize, seq: 0, to: out) { b in
+            b.append(UInt32(id))
+            b.append(UInt32(0))
+            b.append(UInt8(0))
+            initializer.payload.withUnsafeBytes { b.append($0) }
+        }
+        try writeAll(link.requestFD, out.bytes)
+        guard let (header, body) = try reader.next() else {
+            throw FleetError.workerStartFailed("the worker (pid \(link.pid)) \(link.reap()) while initializing")
+        }
+        var r = WireReader(body)
+        guard header.kind == .reply else {
+            let message = header.kind == .fatal ? (try? r.readString()) ?? "" : "a \(header.kind) frame"
+            throw FleetError.protocolViolation(message)
+        }
+        _ = try r.read(UInt64.self)
+        if let error = try initializer.outcome(&r) { throw error }
     }
 
     /// Reads replies until the worker's channel ends.

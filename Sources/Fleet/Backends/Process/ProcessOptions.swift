@@ -18,10 +18,16 @@ public struct ProcessOptions: Sendable {
     public var maxFrameBytes: Int
     /// How long a new worker has to answer the handshake.
     public var startTimeout: Duration
+    /// A remote task each worker runs once when it starts (and each
+    /// replacement too), before any other: to load a model, open a
+    /// database, set up per-process state. If it throws, the pool cannot
+    /// start and says why.
+    public var initializer: WorkerInitializer?
 
     public init(workerExecutable: String? = nil, retries: Int = 0, recycleAfter: Int? = nil,
                 environment: [String: String] = [:], maxFrameBytes: Int = 1 << 30,
-                startTimeout: Duration = .seconds(30)) {
+                startTimeout: Duration = .seconds(30), initializer: WorkerInitializer? = nil) {
+        self.initializer = initializer
         self.workerExecutable = workerExecutable
         self.retries = retries
         self.recycleAfter = recycleAfter

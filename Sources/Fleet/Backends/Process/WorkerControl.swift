@@ -56,6 +56,7 @@ final class WorkerControl: @unchecked Sendable {
 
     /// Worker: whether the driver has marked request `seq`.
     func isCancelled(_ seq: UInt64) -> Bool {
+        guard seq != 0 else { return false }  // 0: not a request (the initializer)
         for i in 0..<Self.ringSize where words[8 + i] == seq { return true }
         return false
     }
