@@ -247,29 +247,8 @@ let bigCount = 4_194_304
 func bigresult(_ pool: Pool) async throws -> Measurement {
     let start = monotonicSeconds()
     let sum = try await pool.reduce(0..<bigTasks, into: [UInt32](repeating: 0, count: bigCount),
-                                    options: MapOptions(window: 4), { i -> [UInt32] in
-        var a = [UInt32](repeating: 0, count: bigCount)
-        let step = UInt32(i % 7)
-        var v: UInt32 = 0
-        for j in 0..<bigCount {
-            a[j] = v
-            v += step
-            if v >= 7 { v -= 7 }
-        }
-        return a
-    }, merge: { acc, part in
-        acc.withUnsafeMutableBufferPointer { a in
-            part.withUnsafeBufferPointer { p in
-                for j in 0..<bigCount { a[j] &+= p[j] }
-            }
-        }
-    })
-    let seconds = monotonicSeconds() - start
-    var total: UInt64 = 0
-    for v in sum { total &+= UInt64(v) }
-    let expected = bigExpectedTotal()
-    return Measurement(tasks: bigTasks, seconds: seconds, figure: 0, unit: "MiB peak",
-                       check: total == expected ? "ok" : "total \(total), expected \(expected)")
+                                    options: MapOptions(window: 4), { makeBigArray($0) }, merge: addBig)
+    return bigMeasurement(sum, seconds: monotonicSeconds() - start)
 }
 
 /// Σ_i Σ_j (i·j mod 7), from the period of j ↦ i·j mod 7.

@@ -120,7 +120,9 @@ struct WireSingleEncoder: SingleValueEncodingContainer {
     mutating func encode<T: Encodable>(_ value: T) throws { try encoder.encodeValue(value) }
 }
 
-final class WireUnkeyedEncoder: UnkeyedEncodingContainer {
+/// What keyed and unkeyed containers share: an entry count written up
+/// front and kept up to date, and the enclosing entries' lengths.
+class WireCountingContainer {
     let encoder: WireEncoderImpl
     let countOffset: Int
     let enclosing: [Int]
@@ -135,9 +137,15 @@ final class WireUnkeyedEncoder: UnkeyedEncodingContainer {
         encoder.updateSlot(enclosing)
     }
 
-    private func wrote() {
+    func countOne() {
         count += 1
         encoder.buffer.patch(UInt64(count), at: countOffset)
+    }
+}
+
+final class WireUnkeyedEncoder: WireCountingContainer, UnkeyedEncodingContainer {
+    private func wrote() {
+        countOne()
         encoder.updateSlot(enclosing)
     }
 
@@ -167,27 +175,13 @@ final class WireUnkeyedEncoder: UnkeyedEncodingContainer {
     }
 }
 
-final class WireKeyedEncoder<Key: CodingKey>: KeyedEncodingContainerProtocol {
-    let encoder: WireEncoderImpl
-    let countOffset: Int
-    let enclosing: [Int]
-    private var count = 0
-    var codingPath: [any CodingKey] { encoder.codingPath }
-
-    init(_ encoder: WireEncoderImpl, enclosing: [Int]) {
-        self.encoder = encoder
-        self.enclosing = enclosing
-        countOffset = encoder.buffer.count
-        encoder.buffer.append(UInt64(0))
-        encoder.updateSlot(enclosing)
-    }
+final class WireKeyedEncoder<Key: CodingKey>: WireCountingContainer, KeyedEncodingContainerProtocol {
 
     /// Writes the key and a length placeholder; returns the placeholder's offset.
     private func beginEntry(_ key: Key) -> Int { beginEntry(named: key.stringValue) }
 
     private func beginEntry(named name: String) -> Int {
-        count += 1
-        encoder.buffer.patch(UInt64(count), at: countOffset)
+        countOne()
         encoder.buffer.appendString(name)
         let slot = encoder.buffer.count
         encoder.buffer.append(UInt64(0))
