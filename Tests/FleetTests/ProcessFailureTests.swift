@@ -154,6 +154,7 @@ import FleetTestTasks
     }
 
     @Test func aProgramThatIsNotAWorkerIsAClearError() async throws {
+        try? RemoteTasks.bootstrap(TestTasks.all)
         let pool = try Pool.processes(workers: 1, options: ProcessOptions(workerExecutable: "/bin/true"))
         await #expect(throws: FleetError.self) { try await pool.waitUntilReady() }
         let missing = try Pool.processes(workers: 1, options: ProcessOptions(workerExecutable: "/nonexistent/worker"))

@@ -132,7 +132,7 @@ private func sample(_ seed: Int, depth: Int = 2) -> Record {
             return try FrameReader(fd: fds[0], maxLength: 1 << 10).next()?.0
         }
         let good = WireBuffer()
-        appendFrame(.reply, seq: 9, to: good) { $0.append(UInt64(1)) }
+        try appendFrame(.reply, seq: 9, to: good) { $0.append(UInt64(1)) }
         #expect(try read(good.array) == FrameHeader(length: 8, kind: .reply, seq: 9))
         #expect(try read([]) == nil)  // a clean end
         #expect(throws: FrameError.self) { try read(Array(good.array.dropLast())) }  // truncated

@@ -25,8 +25,13 @@ extension Pool {
             writeStderr("fleet: this process was started as a worker, but main did not call RemoteTasks.bootstrap before creating a pool\n")
             exit(3)
         }
+        let registry = RemoteTasks.registry
+        if registry.tasks.isEmpty {
+            throw FleetError.notRemote(
+                "no remote tasks are registered: call RemoteTasks.bootstrap with them at the top of main, before creating a processes pool")
+        }
         let id = nextID()
-        return Pool(backend: ProcessBackend(workers: n, options: options, registry: RemoteTasks.registry, name: "fl\(id)"),
+        return Pool(backend: ProcessBackend(workers: n, options: options, registry: registry, name: "fl\(id)"),
                     id: id)
     }
 

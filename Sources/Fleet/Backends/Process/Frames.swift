@@ -174,12 +174,12 @@ func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws {
 }
 
 /// Appends a frame whose body `body` writes, patching the length afterwards.
-func appendFrame(_ kind: FrameKind, seq: UInt64, to buffer: WireBuffer, _ body: (WireBuffer) throws -> Void) rethrows {
+func appendFrame(_ kind: FrameKind, seq: UInt64, to buffer: WireBuffer, _ body: (WireBuffer) throws -> Void) throws {
     let headerAt = buffer.count
     let externalBefore = buffer.externalBytes
     FrameHeader(length: 0, kind: kind, seq: seq).write(into: buffer)
     try body(buffer)
     let length = buffer.count - headerAt - FrameHeader.size + buffer.externalBytes - externalBefore
-    precondition(length <= Int(UInt32.max), "frame body of \(length) bytes")
+    guard length <= Int(UInt32.max) else { throw FrameError.oversized(length, limit: Int(UInt32.max)) }
     buffer.patch(UInt32(length), at: headerAt)
 }

@@ -246,7 +246,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                     out.append(job.payload.bytes)
                 }
             }
-            if shutdown { appendFrame(.shutdown, seq: 0, to: out) { _ in } }
+            if shutdown { try? appendFrame(.shutdown, seq: 0, to: out) { _ in } }
             // A failed write means the worker died; its reader finds out.
             try? writeAll(link.requestFD, out.bytes)
         }
@@ -389,7 +389,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             throw FleetError.notRemote("remote task \"\(initializer.name)\" is not registered: list it in RemoteTasks.bootstrap")
         }
         let out = WireBuffer()
-        appendFrame(.initialize, seq: 0, to: out) { b in
+        try appendFrame(.initialize, seq: 0, to: out) { b in
             b.append(UInt32(id))
             b.append(UInt32(0))
             b.append(UInt8(0))
@@ -490,7 +490,13 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
         }
         var requeue: [any RemoteJob] = []
         var failed: [(any RemoteJob, any Error)] = []
-        let runningSeq = link.control.seq
+        var runningSeq = link.control.seq
+        if fatal != nil, !inFlight.contains(where: { $0.seq == runningSeq }) {
+            // A broken channel, found between tasks: it broke at the first
+            // request not answered, so that one is blamed (else a task
+            // that breaks it every time would be sent again for ever).
+            runningSeq = inFlight[0].seq
+        }
         for entry in inFlight {
             guard entry.seq == runningSeq else {
                 requeue.append(entry.job)

@@ -66,7 +66,7 @@ struct WorkerMain {
         } catch {
             fatal("\(error)", out)
         }
-        appendFrame(.hello, seq: 0, to: out) { b in
+        try? appendFrame(.hello, seq: 0, to: out) { b in
             b.append(wireProtocolVersion)
             b.append(Int32(getpid()))
             b.append(registry.fingerprint)
@@ -139,6 +139,12 @@ struct WorkerMain {
             }
             b.patch(monotonicNanos() &- began, at: nanosAt)
         }
+        let length = out.count + out.externalBytes  // an upper bound on this frame's size
+        if length > spec.maxFrameBytes {
+            // Reported while `control.seq` still names the request, so the
+            // driver blames it.
+            throw FrameError.oversized(length, limit: spec.maxFrameBytes)
+        }
         control.seq = 0
     }
 
@@ -151,7 +157,7 @@ struct WorkerMain {
 
     /// Reports a protocol error to the driver and exits.
     private func fatal(_ message: String, _ out: WireBuffer) -> Never {
-        appendFrame(.fatal, seq: 0, to: out) { $0.appendString(message) }
+        try? appendFrame(.fatal, seq: 0, to: out) { $0.appendString(String(message.prefix(4_000))) }
         flush(out)
         exit(3)
     }
