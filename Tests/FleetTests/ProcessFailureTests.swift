@@ -119,6 +119,20 @@ import FleetTestTasks
         await failing.shutdown()
     }
 
+    @Test func workersHoldNoSocketAndOnlyTheirChannels() async throws {
+        try await withProcessPool { pool in
+            try await pool.waitUntilReady()
+            let pids = pool.workerProcessIDs
+            #expect(pids.count == 2)
+            for pid in pids {
+                let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+                let targets = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+                #expect(!targets.contains { $0.hasPrefix("socket:") }, "\(targets)")
+                #expect(Set(fds.compactMap(Int.init)).isSubset(of: Set(0...9)), "\(fds)")
+            }
+        }
+    }
+
     @Test func workersAreRecycledAfterNItems() async throws {
         try await withProcessPool(workers: 1, { $0.recycleAfter = 5 }) { pool in
             let pids = try await pool.map(Array(repeating: 0, count: 20), TestTasks.pid, options: MapOptions(batchSize: 1))

@@ -41,7 +41,11 @@ extension Pool {
     /// built from different code.
     public func waitUntilReady() async throws {
         guard let backend = backend as? ProcessBackend else { return }
-        try backend.waitUntilReady()
+        // The wait blocks, so it runs on a thread of its own, not on one
+        // of Swift's few cooperative threads.
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            spawnThread(name: "fleet-ready") { c.resume(with: Result { try backend.waitUntilReady() }) }
+        }
     }
 
     /// The process ids of the pool's worker processes running now (empty on
