@@ -104,7 +104,16 @@ public enum TestTasks {
     /// What `setUp` stored in this worker (0 if it never ran).
     public static let readInitialized = RemoteTask("readInitialized") { (_: Int) -> Int in initialized.withLock { $0 } }
 
-    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized,
+    /// Graph leaves: the identity.
+    public static let leaf = RemoteTask("leaf") { (x: Int) in x }
+    /// Graph inner nodes: the wrapping sum of the arguments; throws on a negative sum.
+    public static let sumAll = RemoteTask("sumAll") { (xs: [Int]) throws -> Int in
+        let s = xs.reduce(0, &+)
+        if s < 0 { throw TaskFailure(item: s) }
+        return s
+    }
+
+    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized, leaf, sumAll,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
     ]
 }

@@ -1,0 +1,288 @@
+import DequeModule
+
+// Task graph execution: data flow
+//
+//   compute(nodes) ─▶ GraphRun: the subgraph they need, each node's count of
+//                     unfinished arguments and of dependents still to run
+//        │
+//        ├─ serial / threads: one loop job per worker pops a ready node,
+//        │  runs it, stores its result, and readies the dependents whose
+//        │  arguments are now all done
+//        └─ processes: the driver packs ready nodes of one remote task into
+//           a batch (one frame), sends it, and readies dependents as the
+//           replies arrive; results come back to the driver and go out
+//           again as the inputs of the nodes that need them
+//
+// Ready nodes wait on a stack: a node made ready by one that just finished
+// runs next, so a branch is finished before another is started and few
+// results are held at once. A result is dropped as soon as every node that
+// needs it has run (unless it was asked for). The first failure stops new
+// work; the run ends once nothing of it is running, and rethrows the
+// failure naming the node.
+
+/// One execution of part of a task graph.
+final class GraphRun: @unchecked Sendable {
+    // Safe: every `var` is guarded by `mutex`.
+    private let mutex = PthreadMutex()
+    private let wake = PthreadCondition()
+    let token = CancellationToken()
+    let nodes: [GraphNode]
+    private let arguments: [[Int]]
+    private var dependents: [[Int]]
+    private var pending: [Int]
+    private var holds: [Int]
+    private var results: [(any Sendable)?]
+    private var ready: [Int] = []
+    private var remaining: Int
+    private var running = 0
+    private var sleeping = 0
+    private var failure: (any Error)?
+    private var finished: CheckedContinuation<Void, Never>?
+    private var isOver = false
+    let requested: [Int]
+    /// On processes: the backend to send more work to as replies arrive.
+    let remoteBackend: ProcessBackend?
+
+    /// Takes the nodes `roots` need, in an order where arguments come first.
+    init(roots: [GraphNode], remote: ProcessBackend?) {
+        remoteBackend = remote
+        var order: [GraphNode] = []
+        var position: [ObjectIdentifier: Int] = [:]
+        // Iterative depth-first walk; a node is placed after its arguments.
+        var stack: [(GraphNode, Bool)] = roots.reversed().map { ($0, false) }
+        while let (node, expanded) = stack.popLast() {
+            let key = ObjectIdentifier(node)
+            if position[key] != nil { continue }
+            if expanded {
+                position[key] = order.count
+                order.append(node)
+            } else {
+                stack.append((node, true))
+                for arg in node.arguments.reversed() where position[ObjectIdentifier(arg)] == nil {
+                    stack.append((arg, false))
+                }
+            }
+        }
+        nodes = order
+        arguments = order.map { $0.arguments.map { position[ObjectIdentifier($0)]! } }
+        dependents = Array(repeating: [], count: order.count)
+        holds = Array(repeating: 0, count: order.count)
+        for (i, args) in arguments.enumerated() {
+            for a in args {
+                dependents[a].append(i)
+                holds[a] += 1
+            }
+        }
+        requested = roots.map { position[ObjectIdentifier($0)]! }
+        for r in requested { holds[r] += 1 }
+        pending = arguments.map(\.count)
+        results = Array(repeating: nil, count: order.count)
+        remaining = order.count
+        // Values are done from the start; nodes with no arguments are ready.
+        var initial: [Int] = []
+        for i in order.indices where arguments[i].isEmpty {
+            if case .value(let v) = order[i].work {
+                results[i] = v
+                remaining -= 1
+                for d in dependents[i] {
+                    pending[d] -= 1
+                    if pending[d] == 0 { initial.append(d) }
+                }
+            } else {
+                initial.append(i)
+            }
+        }
+        // Later nodes last on the stack, so the first roots' branches run first.
+        ready = initial.reversed()
+        if remaining == 0 { isOver = true }
+    }
+
+    // MARK: In-process execution
+
+    /// The loop each worker runs (serial: the one loop in the caller).
+    func workLoop() {
+        mutex.lock()
+        while true {
+            if failure == nil, let i = ready.popLast() {
+                running += 1
+                let args = arguments[i].map { results[$0]! }
+                mutex.unlock()
+                let outcome = Result { try execute(i, args) }
+                mutex.lock()
+                running -= 1
+                complete(i, outcome)
+                continue
+            }
+            if isOver || (failure != nil && running == 0) || remaining == 0 {
+                endLocked()
+                break
+            }
+            sleeping += 1
+            wake.wait(mutex)
+            sleeping -= 1
+        }
+        mutex.unlock()
+    }
+
+    private func execute(_ i: Int, _ args: [any Sendable]) throws -> any Sendable {
+        switch nodes[i].work {
+        case .value(let v): return v
+        case .local(let f): return try f(args)
+        case .remote(let task): return try task.runHere(args)
+        }
+    }
+
+    /// Records node `i`'s outcome. Called with `mutex` held.
+    private func complete(_ i: Int, _ outcome: Result<any Sendable, any Error>) {
+        switch outcome {
+        case .success(let value):
+            remaining -= 1
+            results[i] = value
+            let before = ready.count
+            for d in dependents[i] {
+                pending[d] -= 1
+                if pending[d] == 0 { ready.append(d) }
+            }
+            for a in arguments[i] { release(a) }
+            if ready.count > before + 1 || remaining == 0, sleeping > 0 { wake.broadcast() }
+            else if ready.count > before, sleeping > 0 { wake.signal() }
+        case .failure(let error):
+            if failure == nil {
+                failure = NodeFailure(label: nodes[i].label, id: nodes[i].id, underlying: error)
+                ready.removeAll()
+                token.cancel()
+            }
+            if sleeping > 0 { wake.broadcast() }
+        }
+        if failure != nil, running == 0, sleeping > 0 { wake.broadcast() }
+    }
+
+    /// One holder of node `a`'s result is done with it.
+    private func release(_ a: Int) {
+        holds[a] -= 1
+        if holds[a] == 0 { results[a] = nil }
+    }
+
+    // MARK: Processes
+
+    /// Sends ready nodes to worker processes, in batches of one task.
+    func dispatchRemote(on backend: ProcessBackend) {
+        mutex.lock()
+        var jobs: [(task: any RemoteNodeTask, nodes: [Int], args: [[any Sendable]])] = []
+        let limit = 2 * backend.workerCount
+        while failure == nil, running < limit, let top = ready.last {
+            guard case .remote(let task) = nodes[top].work else {
+                failure = NodeFailure(label: nodes[top].label, id: nodes[top].id, underlying: FleetError.notRemote(
+                    "a closure node cannot run in a worker process: make it a RemoteTask node"))
+                ready.removeAll()
+                break
+            }
+            // Many ready nodes: share them out; few: send them one by one.
+            let size = max(1, min(ready.count / limit, 4_096))
+            var batch: [Int] = []
+            while batch.count < size, let i = ready.last, case .remote(let t) = nodes[i].work, t.taskName == task.taskName {
+                ready.removeLast()
+                batch.append(i)
+            }
+            running += 1
+            jobs.append((task, batch, batch.map { i in arguments[i].map { results[$0]! } }))
+        }
+        let over = failure != nil && running == 0
+        if over { endLocked() }
+        mutex.unlock()
+        for job in jobs {
+            do {
+                try backend.enqueue(try job.task.makeJob(run: self, nodes: job.nodes, arguments: job.args,
+                                                          context: backend.context))
+            } catch {
+                finishRemote(job.nodes, results: [], failure: (0, error))
+            }
+        }
+    }
+
+    /// A batch came back: `results` for its first nodes, then maybe the
+    /// failure of the node at `failure.0`; nodes after it did not run.
+    func finishRemote(_ batch: [Int], results values: [any Sendable], failure: (Int, any Error)?) {
+        mutex.lock()
+        running -= 1
+        for (k, i) in batch.enumerated() {
+            if k < values.count {
+                complete(i, .success(values[k]))
+            } else if let failure, failure.0 == k {
+                complete(i, .failure(failure.1))
+            } else if self.failure == nil {
+                complete(i, .failure(FleetError.cancelled))
+            }
+        }
+        if remaining == 0 || (self.failure != nil && running == 0) { endLocked() }
+        mutex.unlock()
+        if let backend = remoteBackend { dispatchRemote(on: backend) }
+    }
+
+    /// A batch was cut in `parts` around a node that killed its worker.
+    func split(into parts: Int) {
+        mutex.withLock { running += parts - 1 }
+    }
+
+    // MARK: Ending
+
+    private func endLocked() {
+        guard !isOver || finished != nil else { return }
+        isOver = true
+        if sleeping > 0 { wake.broadcast() }
+        let c = finished
+        finished = nil
+        c?.resume()
+    }
+
+    /// Waits until the run has ended.
+    func waitForEnd() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            mutex.lock()
+            if isOver || remaining == 0 {
+                mutex.unlock()
+                c.resume()
+                return
+            }
+            finished = c
+            mutex.unlock()
+        }
+    }
+
+    /// The outcome: the requested results, or the failure.
+    func outcome() throws -> [any Sendable] {
+        try mutex.withLock {
+            if let failure { throw failure }
+            return requested.map { results[$0]! }
+        }
+    }
+
+    /// Stops starting nodes (the caller was cancelled).
+    func cancel() {
+        mutex.lock()
+        if failure == nil {
+            failure = CancellationError()
+            ready.removeAll()
+        }
+        if running == 0 { endLocked() }
+        if sleeping > 0 { wake.broadcast() }
+        mutex.unlock()
+        token.cancel()
+    }
+
+    /// How many nodes' results are held now (for tests of memory release).
+    var heldResults: Int { mutex.withLock { results.count { $0 != nil } } }
+}
+
+/// The error a task graph throws when a node fails: which node, and what it
+/// threw.
+public struct NodeFailure: Error, CustomStringConvertible {
+    /// The node's label (given, or its function or task name and id).
+    public let label: String
+    /// The node's id.
+    public let id: Int
+    /// What the node threw.
+    public let underlying: any Error
+
+    public var description: String { "node \(label) failed: \(underlying)" }
+}

@@ -1,0 +1,95 @@
+/// A remote task at a graph node, type-erased: builds its input from the
+/// arguments' results, runs here or makes the job that runs a batch of such
+/// nodes in a worker process.
+protocol RemoteNodeTask: Sendable {
+    var taskName: String { get }
+    func runHere(_ arguments: [any Sendable]) throws -> any Sendable
+    func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws -> any RemoteJob
+}
+
+struct RemoteNode<I: Codable & Sendable, O: Codable & Sendable>: RemoteNodeTask {
+    enum Gather: Sendable {
+        /// The one argument is the input.
+        case single
+        /// The arguments, in order, are the input array.
+        case array
+    }
+
+    let task: RemoteTask<I, O>
+    let gather: Gather
+
+    var taskName: String { task.name }
+
+    func input(_ arguments: [any Sendable]) -> I {
+        switch gather {
+        case .single: return arguments[0] as! I
+        case .array: return arguments as! I  // I == [E]: an array of the arguments
+        }
+    }
+
+    func runHere(_ arguments: [any Sendable]) throws -> any Sendable { try task.body(input(arguments)) }
+
+    func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws -> any RemoteJob {
+        try GraphBatchJob(run: run, nodes: nodes, inputs: arguments.map(input), task: task,
+                          taskID: context.registry.id(of: task), arena: context.arena, attempt: 0)
+    }
+}
+
+/// A batch of ready graph nodes of one remote task, sent to a worker as one
+/// request.
+final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJob, @unchecked Sendable {
+    // Safe: `attempt` is read and written only under the backend's lock;
+    // everything else is immutable.
+    let run: GraphRun
+    let nodes: [Int]
+    let inputs: [I]
+    let task: RemoteTask<I, O>
+    let taskID: Int
+    let payload: WireBuffer
+    var attempt: Int
+
+    init(run: GraphRun, nodes: [Int], inputs: [I], task: RemoteTask<I, O>, taskID: Int, arena: SharedArena?,
+         attempt: Int) throws {
+        self.run = run
+        self.nodes = nodes
+        self.inputs = inputs
+        self.task = task
+        self.taskID = taskID
+        self.attempt = attempt
+        payload = WireBuffer(capacity: 64 + inputs.count * MemoryLayout<I>.stride, arena: arena)
+        try WireCoding.encode(inputs, into: payload)
+    }
+
+    var mode: ErrorMode { .failFast }
+    var timeout: Duration? { nil }
+    var retries: Int? { nil }
+    var token: CancellationToken? { run.token }
+    var firstIndex: Int? { nil }
+    var itemCount: Int { nodes.count }
+
+    func begin() -> Bool { !run.token.isCancelled }
+    func skip() { run.finishRemote(nodes, results: [], failure: nil) }
+
+    func deliver(_ reply: inout WireReader, nanos: UInt64) throws {
+        let out = try task.readOutcome(&reply, start: 0, count: nodes.count, mode: .failFast)
+        run.finishRemote(nodes, results: out.values, failure: out.failure.map { ($0.index, $0.underlying) })
+    }
+
+    func fail(_ error: any Error) { run.finishRemote(nodes, results: [], failure: (0, error)) }
+
+    func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?) {
+        let k = min(max(offset, 0), nodes.count - 1)
+        guard nodes.count > 1 else { return (nil, self, nil) }
+        func part(_ r: Range<Int>) -> GraphBatchJob? {
+            guard !r.isEmpty else { return nil }
+            return try? GraphBatchJob(run: run, nodes: Array(nodes[r]), inputs: Array(inputs[r]), task: task,
+                                      taskID: taskID, arena: payload.arena, attempt: attempt)
+        }
+        let before = part(0..<k), culprit = part(k..<k + 1)!, after = part(k + 1..<nodes.count)
+        run.split(into: [before, culprit, after].count { $0 != nil })
+        return (before, culprit, after)
+    }
+
+    func run(on worker: WorkerContext) { fail(FleetError.notRemote("a remote graph batch ran in the driver")) }
+    func discard(_ reason: FleetError) { fail(reason) }
+}
