@@ -20,7 +20,11 @@ enum BenchTasks {
     /// bigresult: task i's 16 MiB array.
     static let bigArray = RemoteTask("bench.bigArray") { (i: Int) in makeBigArray(i) }
 
-    static let all: [any RemoteTaskDeclaration] = [square, noop, primes, sleep10ms, fnv, bigArray]
+    /// graph: a leaf is its input; an inner node sums its arguments.
+    static let leaf = RemoteTask("bench.leaf") { (k: Int) in k }
+    static let sum = RemoteTask("bench.sum") { (xs: [Int]) in xs.reduce(0, &+) }
+
+    static let all: [any RemoteTaskDeclaration] = [square, noop, primes, sleep10ms, fnv, bigArray, leaf, sum]
 }
 
 struct PrimeRange: Codable, Sendable {

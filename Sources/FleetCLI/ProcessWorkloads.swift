@@ -57,6 +57,8 @@ func runOnProcesses(_ workload: Workload, workers: Int, cpuK: Int) async throws 
                                         options: MapOptions(window: 4), merge: addBig)
         let seconds = monotonicSeconds() - start
         m = bigMeasurement(sum, seconds: seconds)
+    case .graph:
+        m = try await graphWorkload(pool)
     case .startup:
         fatalError("handled above")
     }
@@ -132,4 +134,26 @@ func bigMeasurement(_ sum: [UInt32], seconds: Double) -> Measurement {
     let expected = bigExpectedTotal()
     return Measurement(tasks: bigTasks, seconds: seconds, figure: 0, unit: "MiB peak",
                        check: total == expected ? "ok" : "total \(total), expected \(expected)")
+}
+
+// MARK: - graph (every backend)
+
+let graphLeaves = 65_536
+
+/// 65,536 leaves (leaf k = k), then pairwise sums level by level: 131,071
+/// nodes, all remote task nodes so that every backend runs the same graph.
+/// Built before the clock starts; the clock times `compute`.
+func graphWorkload(_ pool: Pool) async throws -> Measurement {
+    var level = (0..<graphLeaves).map { Graph.call(BenchTasks.leaf, Graph.value($0)) }
+    var nodes = level.count
+    while level.count > 1 {
+        level = stride(from: 0, to: level.count, by: 2).map { Graph.call(BenchTasks.sum, [level[$0], level[$0 + 1]]) }
+        nodes += level.count
+    }
+    let start = monotonicSeconds()
+    let root = try await pool.compute(level[0])
+    let seconds = monotonicSeconds() - start
+    let expected = graphLeaves * (graphLeaves - 1) / 2
+    return Measurement(tasks: nodes, seconds: seconds, figure: seconds / Double(nodes) * 1e6, unit: "us/node",
+                       check: root == expected ? "ok" : "root \(root), expected \(expected)")
 }

@@ -5,7 +5,7 @@ import Foundation
 
 /// The standard workloads of shared/bench/WORKLOADS.md.
 enum Workload: String, CaseIterable, ExpressibleByArgument {
-    case tiny, futures, cpu, io, payload, bigresult, startup
+    case tiny, futures, cpu, io, payload, bigresult, graph, startup
 
     /// Backends that can run it, besides serial and threads.
     var hasBaseline: Bool { self == .tiny || self == .cpu }
@@ -63,6 +63,7 @@ func runWorkload(_ workload: Workload, backend: BenchBackend, workers: Int, cpuK
         case .io: return try await io(pool)
         case .bigresult: return try await bigresult(pool)
         case .payload: return try await payload(pool)
+        case .graph: return try await graphWorkload(pool)
         case .startup: fatalError("handled above")
         }
     }

@@ -97,14 +97,14 @@ public enum Graph {
     /// A node that runs remote `task` on the result of `input`: runs on
     /// every backend, processes included.
     public static func call<I, O>(_ task: RemoteTask<I, O>, _ input: Delayed<I>, label: String? = nil) -> Delayed<O> {
-        Delayed(GraphNode(label: label, arguments: [input.node], work: .remote(RemoteNode(task: task, gather: .single)),
+        Delayed(GraphNode(label: label, arguments: [input.node], work: .remote(RemoteNode(task: task) { $0[0] as! I }),
                           kind: task.name))
     }
 
     /// A node that runs remote `task` on the results of `inputs`, as one
     /// array: runs on every backend, processes included.
     public static func call<E, O>(_ task: RemoteTask<[E], O>, _ inputs: [Delayed<E>], label: String? = nil) -> Delayed<O> {
-        Delayed(GraphNode(label: label, arguments: inputs.map(\.node), work: .remote(RemoteNode(task: task, gather: .array)),
+        Delayed(GraphNode(label: label, arguments: inputs.map(\.node), work: .remote(RemoteNode(task: task) { $0.map { $0 as! E } }),
                           kind: task.name))
     }
 }

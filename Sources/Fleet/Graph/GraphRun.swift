@@ -27,10 +27,12 @@ final class GraphRun: @unchecked Sendable {
     private let wake = PthreadCondition()
     let token = CancellationToken()
     let nodes: [GraphNode]
-    private let arguments: [[Int]]
-    private var dependents: [[Int]]
-    private var pending: [Int]
-    private var holds: [Int]
+    /// Each node's arguments and dependents, as positions in `nodes`, in
+    /// two flat tables (node i's are `list[start[i]..<start[i + 1]]`).
+    private let arguments: FlatLists
+    private let dependents: FlatLists
+    private var pending: [Int32]
+    private var holds: [Int32]
     private var results: [(any Sendable)?]
     private var ready: [Int] = []
     private var remaining: Int
@@ -46,41 +48,35 @@ final class GraphRun: @unchecked Sendable {
     /// Takes the nodes `roots` need, in an order where arguments come first.
     init(roots: [GraphNode], remote: ProcessBackend?) {
         remoteBackend = remote
+        // Every node is made after its arguments, so ids order them: collect
+        // what the roots reach, then sort by id.
+        var seen = IntSet(capacity: 1024)
         var order: [GraphNode] = []
-        var position: [ObjectIdentifier: Int] = [:]
-        // Iterative depth-first walk; a node is placed after its arguments.
-        var stack: [(GraphNode, Bool)] = roots.reversed().map { ($0, false) }
-        while let (node, expanded) = stack.popLast() {
-            let key = ObjectIdentifier(node)
-            if position[key] != nil { continue }
-            if expanded {
-                position[key] = order.count
-                order.append(node)
-            } else {
-                stack.append((node, true))
-                for arg in node.arguments.reversed() where position[ObjectIdentifier(arg)] == nil {
-                    stack.append((arg, false))
-                }
-            }
+        var stack = roots
+        while let node = stack.popLast() {
+            guard seen.insert(node.id) else { continue }
+            order.append(node)
+            for arg in node.arguments where !seen.contains(arg.id) { stack.append(arg) }
         }
+        order.sort { $0.id < $1.id }
+        var position = IntMap(capacity: order.count)
+        for (i, node) in order.enumerated() { position[node.id] = i }
         nodes = order
-        arguments = order.map { $0.arguments.map { position[ObjectIdentifier($0)]! } }
-        dependents = Array(repeating: [], count: order.count)
-        holds = Array(repeating: 0, count: order.count)
-        for (i, args) in arguments.enumerated() {
-            for a in args {
-                dependents[a].append(i)
-                holds[a] += 1
-            }
+        let args = FlatLists(count: order.count) { i, add in
+            for arg in order[i].arguments { add(position[arg.id]!) }
         }
-        requested = roots.map { position[ObjectIdentifier($0)]! }
+        let deps = args.inverted()
+        arguments = args
+        dependents = deps
+        holds = (0..<order.count).map { Int32(deps.count(of: $0)) }
+        requested = roots.map { position[$0.id]! }
         for r in requested { holds[r] += 1 }
-        pending = arguments.map(\.count)
+        pending = (0..<order.count).map { Int32(args.count(of: $0)) }
         results = Array(repeating: nil, count: order.count)
         remaining = order.count
         // Values are done from the start; nodes with no arguments are ready.
         var initial: [Int] = []
-        for i in order.indices where arguments[i].isEmpty {
+        for i in order.indices where arguments.count(of: i) == 0 {
             if case .value(let v) = order[i].work {
                 results[i] = v
                 remaining -= 1
@@ -92,7 +88,7 @@ final class GraphRun: @unchecked Sendable {
                 initial.append(i)
             }
         }
-        // Later nodes last on the stack, so the first roots' branches run first.
+        // The first roots' branches first.
         ready = initial.reversed()
         if remaining == 0 { isOver = true }
     }
@@ -101,16 +97,25 @@ final class GraphRun: @unchecked Sendable {
 
     /// The loop each worker runs (serial: the one loop in the caller).
     func workLoop() {
+        var taken: [(Int, [any Sendable])] = []
+        var outcomes: [Result<any Sendable, any Error>] = []
         mutex.lock()
         while true {
-            if failure == nil, let i = ready.popLast() {
-                running += 1
-                let args = arguments[i].map { results[$0]! }
+            if failure == nil, !ready.isEmpty {
+                // A few nodes per turn of the lock when many are ready.
+                let n = min(ready.count, 1 + ready.count / 64, 16)
+                taken.removeAll(keepingCapacity: true)
+                for _ in 0..<n {
+                    let i = ready.removeLast()
+                    taken.append((i, gather(i)))
+                }
+                running += n
                 mutex.unlock()
-                let outcome = Result { try execute(i, args) }
+                outcomes.removeAll(keepingCapacity: true)
+                for (i, args) in taken { outcomes.append(Result { try execute(i, args) }) }
                 mutex.lock()
-                running -= 1
-                complete(i, outcome)
+                running -= n
+                for k in taken.indices { complete(taken[k].0, outcomes[k]) }
                 continue
             }
             if isOver || (failure != nil && running == 0) || remaining == 0 {
@@ -157,6 +162,14 @@ final class GraphRun: @unchecked Sendable {
         if failure != nil, running == 0, sleeping > 0 { wake.broadcast() }
     }
 
+    /// Node `i`'s arguments' results. Called with `mutex` held.
+    private func gather(_ i: Int) -> [any Sendable] {
+        var args: [any Sendable] = []
+        args.reserveCapacity(arguments.count(of: i))
+        for a in arguments[i] { args.append(results[a]!) }
+        return args
+    }
+
     /// One holder of node `a`'s result is done with it.
     private func release(_ a: Int) {
         holds[a] -= 1
@@ -185,7 +198,7 @@ final class GraphRun: @unchecked Sendable {
                 batch.append(i)
             }
             running += 1
-            jobs.append((task, batch, batch.map { i in arguments[i].map { results[$0]! } }))
+            jobs.append((task, batch, batch.map(gather)))
         }
         let over = failure != nil && running == 0
         if over { endLocked() }

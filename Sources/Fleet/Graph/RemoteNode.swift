@@ -8,24 +8,12 @@ protocol RemoteNodeTask: Sendable {
 }
 
 struct RemoteNode<I: Codable & Sendable, O: Codable & Sendable>: RemoteNodeTask {
-    enum Gather: Sendable {
-        /// The one argument is the input.
-        case single
-        /// The arguments, in order, are the input array.
-        case array
-    }
-
     let task: RemoteTask<I, O>
-    let gather: Gather
+    /// Makes the task's input from the arguments' results: made where the
+    /// node is built and the types are known, so it casts cheaply.
+    let input: @Sendable ([any Sendable]) -> I
 
     var taskName: String { task.name }
-
-    func input(_ arguments: [any Sendable]) -> I {
-        switch gather {
-        case .single: return arguments[0] as! I
-        case .array: return arguments as! I  // I == [E]: an array of the arguments
-        }
-    }
 
     func runHere(_ arguments: [any Sendable]) throws -> any Sendable { try task.body(input(arguments)) }
 
