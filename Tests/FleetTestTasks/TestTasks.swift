@@ -16,6 +16,49 @@ public struct Point: Codable, Sendable, Equatable {
     }
 }
 
+/// Statistics accumulated over feature files, SIDEKIT style.
+public struct FeatureStats: Codable, Sendable, Equatable, Mergeable {
+    public var files = 0
+    public var frames = 0
+    public var sum = 0
+    public var sumOfSquares = 0
+    public var calls = 0
+    public init() {}
+    public mutating func merge(_ other: FeatureStats) {
+        files += other.files
+        frames += other.frames
+        sum += other.sum
+        sumOfSquares += other.sumOfSquares
+        calls += other.calls
+    }
+}
+
+/// The arguments of the one-process function: a list of feature "files"
+/// (here their contents) and a setting every part shares.
+public struct FeatureJob: Codable, Sendable {
+    public var files: [[Int]]
+    public var scale: Int
+    public init(files: [[Int]], scale: Int) {
+        self.files = files
+        self.scale = scale
+    }
+}
+
+/// The one-process function: statistics over every file of the job.
+public func accumulateStatistics(_ job: FeatureJob) -> FeatureStats {
+    var stats = FeatureStats()
+    stats.calls = 1
+    for file in job.files {
+        stats.files += 1
+        for x in file {
+            stats.frames += 1
+            stats.sum += x * job.scale
+            stats.sumOfSquares += x * x * job.scale * job.scale
+        }
+    }
+    return stats
+}
+
 /// A task error with a recognisable type and message.
 public struct TaskFailure: Error, CustomStringConvertible {
     public let item: Int
@@ -113,7 +156,10 @@ public enum TestTasks {
         return s
     }
 
-    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized, leaf, sumAll,
+    /// `accumulateStatistics` as a remote task.
+    public static let accumulate = RemoteTask("accumulate", accumulateStatistics)
+
+    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized, leaf, sumAll, accumulate,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
     ]
 }
