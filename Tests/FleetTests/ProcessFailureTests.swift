@@ -202,12 +202,14 @@ import FleetTestTasks
             withUnsafeBytes(of: length.littleEndian, Array.init) + [kind, flags, 0, 0] + withUnsafeBytes(of: seq.littleEndian, Array.init)
         }
         func word(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
+        let squareID = try #require(RemoteTasks.registry.ids["square"])  // takes one Int
         let cases: [(String, [UInt8])] = [
             ("unknown frame kind", header(length: 0, kind: 77)),
             ("oversized", header(length: 1 << 30, kind: FrameKind.request.rawValue)),
             ("no task with id", header(length: 17, kind: FrameKind.request.rawValue) + [200, 0, 0, 0] + [UInt8](repeating: 0, count: 13)),
             ("bytes after the inputs", header(length: 30, kind: FrameKind.request.rawValue)
-                + [UInt8](repeating: 0, count: 9) + withUnsafeBytes(of: UInt64(1).littleEndian, Array.init) + [UInt8](repeating: 1, count: 13)),
+                + withUnsafeBytes(of: UInt32(squareID).littleEndian, Array.init) + [UInt8](repeating: 0, count: 5)
+                + word(1) + [UInt8](repeating: 1, count: 13)),
             ("unexpected", header(length: 0, kind: FrameKind.reply.rawValue)),
             ("outside the arena", header(length: 25, kind: FrameKind.request.rawValue, flags: 1)
                 + [UInt8](repeating: 0, count: 9) + word(1 << 40) + word(64)),
