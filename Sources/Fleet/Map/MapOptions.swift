@@ -27,6 +27,7 @@ public struct MapOptions: Sendable {
     /// A retried item reads `FleetTask.attempt` to know.
     public var retries: Int?
 
+    /// Options for one map; every argument has a sensible default.
     public init(
         window: Int? = nil,
         batchSize: Int? = nil,

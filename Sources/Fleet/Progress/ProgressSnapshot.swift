@@ -19,6 +19,7 @@ public struct ProgressSnapshot: Sendable, Equatable {
         return seconds > 0 ? Double(completed + failed) / seconds : 0
     }
 
+    /// A snapshot with these counts.
     public init(submitted: Int, completed: Int, failed: Int, total: Int?, elapsed: Duration, isFinished: Bool) {
         self.submitted = submitted
         self.completed = completed

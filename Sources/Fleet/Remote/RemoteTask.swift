@@ -65,6 +65,7 @@ protocol RemoteServable {
 extension RemoteTask: RemoteTaskDeclaration, RemoteServable {
     var types: [ObjectIdentifier] { [ObjectIdentifier(Input.self), ObjectIdentifier(Output.self)] }
 
+    /// `name(Input) -> Output`, with the types fully qualified.
     public var signature: String {
         "\(name)(\(String(reflecting: Input.self))) -> \(String(reflecting: Output.self))"
     }
@@ -148,6 +149,7 @@ public struct RemoteError: Error, CustomStringConvertible, Equatable {
     /// The thrown error's description.
     public let message: String
 
+    /// An error as it was thrown in a worker.
     public init(typeName: String, message: String) {
         self.typeName = typeName
         self.message = message

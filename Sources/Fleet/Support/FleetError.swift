@@ -51,6 +51,7 @@ public struct ItemFailure: Error, CustomStringConvertible {
     /// The error the task threw (or `FleetError.timedOut` for a time-out).
     public let underlying: any Error
 
+    /// The failure of item `index` with `underlying`.
     public init(index: Int, underlying: any Error) {
         self.index = index
         self.underlying = underlying

@@ -24,6 +24,7 @@ public struct ProcessOptions: Sendable {
     /// start and says why.
     public var initializer: WorkerInitializer?
 
+    /// Options for a processes pool; every argument has a sensible default.
     public init(workerExecutable: String? = nil, retries: Int = 0, recycleAfter: Int? = nil,
                 environment: [String: String] = [:], maxFrameBytes: Int = 1 << 30,
                 startTimeout: Duration = .seconds(30), initializer: WorkerInitializer? = nil) {
