@@ -35,7 +35,7 @@ let package = Package(
         // them (the test runner's own main cannot call bootstrap).
         .target(name: "FleetTestTasks", dependencies: ["Fleet"], path: "Tests/FleetTestTasks"),
         .executableTarget(name: "FleetTestWorker", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetTestWorker"),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetCLI"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -31,6 +31,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print one JSON line per run instead of the table.")
     var json = false
 
+    @Flag(name: .long, help: "Print the tables in Markdown.")
+    var markdown = false
+
     func validate() throws {
         if runs <= 0 { throw ValidationError("--runs must be positive, got \(runs)") }
         if let bad = workers.first(where: { $0 <= 0 }) {
@@ -82,8 +85,16 @@ struct BenchCommand: AsyncParsableCommand {
         bar.report(ProgressSnapshot(submitted: finishedRuns, completed: finishedRuns, failed: 0,
                                     total: finishedRuns, elapsed: ContinuousClock.now - started, isFinished: true))
         if !json {
-            print(renderTable(summaries))
+            print(renderTable(summaries, markdown: markdown))
+            print()
             for line in comparisons(summaries) { print(line) }
+            let advice = advise(summaries)
+            if !advice.isEmpty {
+                print("\nWhat to use:")
+                print(renderAdvice(advice, markdown: markdown))
+                print()
+                for a in advice { print(a.sentence) }
+            }
         }
     }
 

@@ -51,20 +51,29 @@ struct BenchSummary {
     }
 }
 
-/// Formats summaries as an aligned text table.
-func renderTable(_ rows: [BenchSummary]) -> String {
+/// Formats summaries as a table: aligned text, or Markdown.
+func renderTable(_ rows: [BenchSummary], markdown: Bool = false) -> String {
     let header = ["workload", "backend", "workers", "runs", "median s", "figure", "unit", "peak RSS", "check"]
-    var lines = [header]
-    for r in rows {
-        lines.append([r.workload, r.backend, "\(r.workers)", "\(r.runs)", String(format: "%.4f", r.seconds),
-                      formatFigure(r.figure), r.unit, String(format: "%.1f MiB", r.peakRSS / 1_048_576), r.check])
+    let cells = rows.map { r in
+        [r.workload, r.backend, "\(r.workers)", "\(r.runs)", String(format: "%.4f", r.seconds),
+         formatFigure(r.figure), r.unit, String(format: "%.1f MiB", r.peakRSS / 1_048_576), r.check]
     }
+    return renderGrid(header, cells, rightAligned: 2...5, markdown: markdown)
+}
+
+/// Lays out a table as aligned text or as Markdown.
+func renderGrid(_ header: [String], _ rows: [[String]], rightAligned: ClosedRange<Int>, markdown: Bool) -> String {
+    if markdown {
+        let align = header.indices.map { rightAligned.contains($0) ? "---:" : "---" }
+        return ([header, align] + rows).map { "| " + $0.joined(separator: " | ") + " |" }.joined(separator: "\n")
+    }
+    let lines = [header] + rows
     var widths = [Int](repeating: 0, count: header.count)
     for line in lines { for (i, cell) in line.enumerated() { widths[i] = max(widths[i], cell.count) } }
     return lines.map { line in
         line.enumerated().map { i, cell in
-            i >= 3 && i <= 5 ? String(repeating: " ", count: widths[i] - cell.count) + cell
-                : cell + String(repeating: " ", count: widths[i] - cell.count)
+            let pad = String(repeating: " ", count: widths[i] - cell.count)
+            return rightAligned.contains(i) ? pad + cell : cell + pad
         }.joined(separator: "  ")
     }.joined(separator: "\n")
 }

@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+
+/// The `fleet` program built beside the test runner.
+let fleetPath = URL(fileURLWithPath: testWorkerPath).deletingLastPathComponent().appendingPathComponent("fleet").path
+
+/// Runs `fleet` with `arguments`; returns its standard output and status.
+func runFleet(_ arguments: [String]) throws -> (String, Int32) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: fleetPath)
+    process.arguments = arguments
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (String(decoding: data, as: UTF8.self), process.terminationStatus)
+}
+
+@Suite struct BenchCommandTests {
+    @Test func benchSaysWhatToUse() throws {
+        // Serial's start-up (no threads) beats the others by far, every time.
+        let (out, status) = try runFleet(["bench", "--workload", "startup", "--backend", "serial", "threads",
+                                          "--runs", "1", "--markdown"])
+        #expect(status == 0)
+        #expect(out.contains("| workload | backend | workers |"))
+        #expect(out.contains("What to use:"))
+        #expect(out.contains("| startup | serial | 1 |"), "\(out)")
+        #expect(out.contains("startup: serial wins"))
+        #expect(out.contains("better than threads with 2 workers"))
+    }
+
+    @Test func benchJSONHasTheContractsKeys() throws {
+        let (out, status) = try runFleet(["bench", "--workload", "graph", "--backend", "processes", "--runs", "1", "--json"])
+        #expect(status == 0)
+        let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("{") })
+        let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        let keys = Set(record?.keys.map { $0 } ?? [])
+        #expect(keys == ["workload", "backend", "workers", "tasks", "seconds", "figure", "unit", "check", "peak_rss_bytes"])
+        #expect(record?["check"] as? String == "ok" && record?["tasks"] as? Int == 131_071)
+    }
+
+    @Test func badArgumentsAreClearErrors() throws {
+        let (_, status) = try runFleet(["bench", "--runs", "0"])
+        #expect(status != 0)
+    }
+}
