@@ -22,12 +22,18 @@ let package = Package(
                 "CFleetShims",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
-            ]
+            ],
+            exclude: ["Backends/Process/PROTOCOL.md"]
         ),
+        // libpng from the system, for `fleet demo`'s mask images; the C
+        // target keeps libpng's longjmp error handling away from Swift.
+        .systemLibrary(name: "CLibPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
+        .target(name: "CFleetPNG", dependencies: ["CLibPNG"]),
         .executableTarget(
             name: "FleetCLI",
             dependencies: [
                 "Fleet",
+                "CFleetPNG",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

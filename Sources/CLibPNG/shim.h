@@ -1,0 +1,2 @@
+// libpng from the system (Debian: libpng-dev), found with pkg-config.
+#include <png.h>
