@@ -59,6 +59,13 @@ public func accumulateStatistics(_ job: FeatureJob) -> FeatureStats {
     return stats
 }
 
+/// A struct with a big array between two other fields.
+public struct Point3: Codable, Sendable, Equatable {
+    public var name: String
+    public var values: [UInt16]
+    public var tail: Int
+}
+
 /// A task error with a recognisable type and message.
 public struct TaskFailure: Error, CustomStringConvertible {
     public let item: Int
@@ -156,10 +163,16 @@ public enum TestTasks {
         return s
     }
 
+    /// A result with a big numeric array inside a struct (written by the
+    /// worker from the array's own memory).
+    public static let bigStruct = RemoteTask("bigStruct") { (n: Int) -> Point3 in
+        Point3(name: "big", values: (0..<n).map { UInt16(truncatingIfNeeded: $0) }, tail: n)
+    }
+
     /// `accumulateStatistics` as a remote task.
     public static let accumulate = RemoteTask("accumulate", accumulateStatistics)
 
-    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized, leaf, sumAll, accumulate,
+    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
     ]
 }

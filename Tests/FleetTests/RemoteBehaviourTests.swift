@@ -14,6 +14,9 @@ import FleetTestTasks
         let points = (0..<500).map { Point(x: Double($0), y: 1, label: $0 % 3 == 0 ? nil : "p\($0)") }
         let norms = try await pool.map(points, TestTasks.norm)
         #expect(norms == points.map { ($0.x * $0.x + $0.y * $0.y).squareRoot() })
+        // Big arrays inside structs, both ways.
+        let big = try await pool.map([3, 2_000_000, 5], TestTasks.bigStruct)
+        #expect(big.map(\.tail) == [3, 2_000_000, 5] && big[1].values.count == 2_000_000 && big[1].values[70_000] == 4_464)
         let sums = try await pool.map([[UInt8](repeating: 3, count: 100_000), [], [1, 2]], TestTasks.sumBytes)
         #expect(sums == [300_000, 0, 3])
         await pool.shutdown()

@@ -143,6 +143,16 @@ final class WireBuffer {
         }
     }
 
+    /// The referenced bytes placed after inline byte `offset`.
+    func externalBytes(after offset: Int) -> Int {
+        var total = 0
+        for e in externals.reversed() {
+            if e.at < offset { break }
+            total += e.bytes.count
+        }
+        return total
+    }
+
     /// Writes everything, inline and referenced bytes in order, to `fd`.
     func write(to fd: Int32) throws {
         var at = 0

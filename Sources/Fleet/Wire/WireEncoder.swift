@@ -88,7 +88,9 @@ final class WireEncoderImpl: Encoder {
     /// Brings the lengths of the keyed entries that enclose the current
     /// write up to date.
     func updateSlot(_ slots: [Int]) {
-        for slot in slots { buffer.patch(UInt64(buffer.count - slot - 8), at: slot) }
+        for slot in slots {
+            buffer.patch(UInt64(buffer.count - slot - 8 + buffer.externalBytes(after: slot + 8)), at: slot)
+        }
     }
 
     @usableFromInline
