@@ -37,11 +37,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Examples (Examples/README.md), built and run by the test suite.
+        .executableTarget(name: "FeatureExtraction", dependencies: ["Fleet"], path: "Examples/FeatureExtraction"),
+        .executableTarget(name: "FetchURLs", dependencies: ["Fleet"], path: "Examples/FetchURLs"),
         // Remote tasks the tests run, and the worker program that serves
         // them (the test runner's own main cannot call bootstrap).
         .target(name: "FleetTestTasks", dependencies: ["Fleet"], path: "Tests/FleetTestTasks"),
         .executableTarget(name: "FleetTestWorker", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetTestWorker"),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetCLI"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetCLI", "FeatureExtraction", "FetchURLs"]),
     ],
     swiftLanguageModes: [.v6]
 )
