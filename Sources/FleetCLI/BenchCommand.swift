@@ -34,15 +34,26 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the tables in Markdown.")
     var markdown = false
 
+    @Option(name: .long, help: "Measure this registered remote task instead of the standard workloads.")
+    var task: String?
+
+    @Option(name: .long, help: "With --task: a file holding a JSON array of the task's inputs.")
+    var input: String?
+
     func validate() throws {
         if runs <= 0 { throw ValidationError("--runs must be positive, got \(runs)") }
         if let bad = workers.first(where: { $0 <= 0 }) {
             throw ValidationError("--workers must be positive, got \(bad)")
         }
         if let k = cpuK, k <= 0 { throw ValidationError("--cpu-k must be positive, got \(k)") }
+        if (task == nil) != (input == nil) { throw ValidationError("--task and --input go together") }
     }
 
     func run() async throws {
+        if let task, let input {
+            return try await benchTask(task, input: input, backends: backend, workers: workers, runs: runs,
+                                       markdown: markdown)
+        }
         let workloads = workload.isEmpty ? Workload.allCases : workload
         let backends = backend.isEmpty ? BenchBackend.allCases : backend
         let k = workloads.contains(.cpu) ? (cpuK ?? calibrateCPU()) : 0

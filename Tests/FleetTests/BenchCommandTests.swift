@@ -41,6 +41,22 @@ func runFleet(_ arguments: [String]) throws -> (String, Int32) {
         #expect(record?["check"] as? String == "ok" && record?["tasks"] as? Int == 131_071)
     }
 
+    @Test func benchMeasuresTheProgramsOwnTask() throws {
+        let input = NSTemporaryDirectory() + "fleet-task-input-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: input) }
+        try Data("[{\"lo\":0,\"hi\":20000},{\"lo\":20000,\"hi\":40000}]".utf8).write(to: URL(fileURLWithPath: input))
+        let (out, status) = try runFleet(["bench", "--task", "bench.primes", "--input", input, "--runs", "1"])
+        #expect(status == 0, "\(out)")
+        for backend in ["serial", "threads", "processes"] { #expect(out.contains("bench.primes  \(backend)"), "\(out)") }
+        #expect(out.contains("wins") && out.contains("Use Pool.make(."))
+        // Unknown tasks and inputs of the wrong shape are clear errors.
+        let (unknown, bad) = try runFleetWithErrors(["bench", "--task", "nope", "--input", input])
+        #expect(bad != 0 && unknown.contains("no remote task is named \"nope\"") && unknown.contains("bench.primes"))
+        try Data("[1, 2]".utf8).write(to: URL(fileURLWithPath: input))
+        let (shape, status2) = try runFleetWithErrors(["bench", "--task", "bench.primes", "--input", input, "--backend", "serial"])
+        #expect(status2 != 0 && shape.contains("not a JSON array of FleetCLI.PrimeRange"))
+    }
+
     @Test func badArgumentsAreClearErrors() throws {
         let (_, status) = try runFleet(["bench", "--runs", "0"])
         #expect(status != 0)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A function that can run in another process: declared once with a stable
 /// name and `Codable` input and output, and run unchanged on every backend.
 ///
@@ -58,12 +60,24 @@ extension RemoteTaskDeclaration {
 /// The worker side of a remote task.
 protocol RemoteServable {
     var types: [ObjectIdentifier] { get }
+    /// Maps the task over inputs given as a JSON array; returns how many.
+    func map(jsonInputs: Data, on pool: Pool) async throws -> Int
     /// Decodes a batch of inputs, runs them, encodes the outcomes.
     func serve(_ request: inout WireReader, mode: ErrorMode, control: WorkerControl, into reply: WireBuffer) throws
 }
 
 extension RemoteTask: RemoteTaskDeclaration, RemoteServable {
     var types: [ObjectIdentifier] { [ObjectIdentifier(Input.self), ObjectIdentifier(Output.self)] }
+
+    func map(jsonInputs: Data, on pool: Pool) async throws -> Int {
+        let inputs: [Input]
+        do {
+            inputs = try JSONDecoder().decode([Input].self, from: jsonInputs)
+        } catch {
+            throw FleetError.invalidArgument("the inputs are not a JSON array of \(String(reflecting: Input.self)): \(error)")
+        }
+        return try await pool.map(inputs, self).count
+    }
 
     /// `name(Input) -> Output`, with the types fully qualified.
     public var signature: String {
