@@ -48,19 +48,24 @@ final class GraphRun: @unchecked Sendable {
     /// Takes the nodes `roots` need, in an order where arguments come first.
     init(roots: [GraphNode], remote: ProcessBackend?) {
         remoteBackend = remote
-        // Every node is made after its arguments, so ids order them: collect
-        // what the roots reach, then sort by id.
-        var seen = IntSet(capacity: 1024)
+        // Depth-first, each node placed after its arguments (post-order).
+        // `placed` maps a node's id to its position, or -1 while its
+        // arguments are being placed.
+        var placed = IntMap(capacity: 1024)
         var order: [GraphNode] = []
-        var stack = roots
-        while let node = stack.popLast() {
-            guard seen.insert(node.id) else { continue }
-            order.append(node)
-            for arg in node.arguments where !seen.contains(arg.id) { stack.append(arg) }
+        var stack: [(node: GraphNode, expanded: Bool)] = roots.reversed().map { ($0, false) }
+        while let (node, expanded) = stack.popLast() {
+            if expanded {
+                placed[node.id] = order.count
+                order.append(node)
+                continue
+            }
+            if placed[node.id] != nil { continue }
+            placed[node.id] = -1
+            stack.append((node, true))
+            for arg in node.arguments.reversed() where placed[arg.id] == nil { stack.append((arg, false)) }
         }
-        order.sort { $0.id < $1.id }
-        var position = IntMap(capacity: order.count)
-        for (i, node) in order.enumerated() { position[node.id] = i }
+        let position = placed
         nodes = order
         let args = FlatLists(count: order.count) { i, add in
             for arg in order[i].arguments { add(position[arg.id]!) }
