@@ -4,19 +4,27 @@ import Testing
 /// The `fleet` program built beside the test runner.
 let fleetPath = URL(fileURLWithPath: testWorkerPath).deletingLastPathComponent().appendingPathComponent("fleet").path
 
-/// Runs `fleet` with `arguments`; returns its standard output and status.
-func runFleet(_ arguments: [String]) throws -> (String, Int32) {
+/// Runs a program built beside the test runner (`fleet`, an example) with
+/// `arguments`; returns its standard output (and error output, with
+/// `errors`) and its exit status.
+func runProgram(_ name: String, _ arguments: [String], errors: Bool = false) throws -> (String, Int32) {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: fleetPath)
+    process.executableURL = URL(fileURLWithPath: fleetPath).deletingLastPathComponent().appendingPathComponent(name)
     process.arguments = arguments
     let out = Pipe()
     process.standardOutput = out
-    process.standardError = FileHandle.nullDevice
+    process.standardError = errors ? out : FileHandle.nullDevice
     try process.run()
     let data = out.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (String(decoding: data, as: UTF8.self), process.terminationStatus)
 }
+
+/// Runs `fleet`; returns its standard output and status.
+func runFleet(_ arguments: [String]) throws -> (String, Int32) { try runProgram("fleet", arguments) }
+
+/// Runs `fleet`, returning its output and error output together.
+func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) { try runProgram("fleet", arguments, errors: true) }
 
 @Suite struct BenchCommandTests {
     @Test func benchSaysWhatToUse() throws {

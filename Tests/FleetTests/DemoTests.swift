@@ -58,17 +58,3 @@ import Testing
         #expect(text.contains("is not a PNG file"), "\(text)")
     }
 }
-
-/// Runs `fleet`, returning its output and error output together.
-func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: fleetPath)
-    process.arguments = arguments
-    let out = Pipe()
-    process.standardOutput = out
-    process.standardError = out
-    try process.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (String(decoding: data, as: UTF8.self), process.terminationStatus)
-}

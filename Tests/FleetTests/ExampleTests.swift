@@ -4,16 +4,7 @@ import Testing
 /// The examples under Examples/, run with small inputs.
 @Suite struct ExampleTests {
     func run(_ name: String, _ arguments: [String]) throws -> (String, Int32) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: fleetPath).deletingLastPathComponent().appendingPathComponent(name)
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (String(decoding: data, as: UTF8.self), process.terminationStatus)
+        try runProgram(name, arguments, errors: true)
     }
 
     @Test func featureExtractionGivesTheSameFeaturesOnEveryBackend() throws {

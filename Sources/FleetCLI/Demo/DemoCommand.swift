@@ -54,9 +54,9 @@ struct DemoCommand: AsyncParsableCommand {
         print("Analysing \(files.count) masks on \(pool.kind) with \(pool.workerCount) worker\(pool.workerCount == 1 ? "" : "s").")
         let started = ContinuousClock.now
         let bar = ProgressBar(label: "masks")
-        // Groups of masks, a few in flight per worker: each group's
-        // statistics take 10 bytes a pixel... of 16-bit counts (25 MiB at
-        // full size), so memory stays bounded whatever the data set's size.
+        // Groups of masks, two in flight per worker: a group's statistics
+        // are 16-bit counts, 10 classes a pixel (25 MiB at full size), so
+        // memory stays bounded whatever the data set's size.
         let groupSize = max(1, min(25, files.count / (4 * pool.workerCount)))
         let groups = stride(from: 0, to: files.count, by: groupSize).map { Array(files[$0..<min($0 + groupSize, files.count)]) }
         let stats = try await pool.reduce(
@@ -126,8 +126,10 @@ struct DemoCommand: AsyncParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(summary).write(to: URL(fileURLWithPath: out + "/summary.json"))
         print()
-        print(String(format: "%d masks (%d x %d) in %.2f s on %@ with %d workers: %.0f masks/s.", stats.images,
-                     stats.width, stats.height, seconds, pool.kind.rawValue, pool.workerCount, Double(stats.images) / seconds))
+        let plural = pool.workerCount == 1 ? "" : "s"
+        print(String(format: "%d masks (%d x %d) in %.2f s on %@ with %d worker%@: %.0f masks/s.", stats.images,
+                     stats.width, stats.height, seconds, pool.kind.rawValue, pool.workerCount, plural,
+                     Double(stats.images) / seconds))
         print("Heat maps and summary.json are in \(out)/.")
     }
 }
