@@ -113,6 +113,27 @@ final class Payload: Sendable {
         await pool.shutdown()
     }
 
+    @Test func aWorkerDyingInAGraphBatchCostsOnlyItsNode() async throws {
+        // About 1% of the chaos nodes kill their worker on the first try.
+        let victims = (0..<3_000).filter(chaosVictim)
+        #expect(!victims.isEmpty)
+        let leaves = (0..<3_000).map { Graph.call(TestTasks.chaos, Graph.value($0)) }
+        let root = Graph.call(TestTasks.sumAll, leaves)
+        let expected = (0..<3_000).reduce(0) { $0 + $1 * 3 + 1 }
+        let retrying = try processPool { $0.retries = 1 }
+        #expect(try await retrying.compute(root) == expected)
+        await retrying.shutdown()
+        let strict = try processPool()
+        do {
+            _ = try await strict.compute(root)
+            Issue.record("a victim should fail the run")
+        } catch let failure as NodeFailure {
+            let death = (failure.underlying as? FleetError)?.death
+            #expect(death != nil && failure.label.hasPrefix("chaos#"), "\(failure)")
+        }
+        await strict.shutdown()
+    }
+
     @Test func closuresCannotRunOnProcesses() async throws {
         let pool = try processPool()
         let node = Graph.call("local", { (x: Int) in x + 1 }, Graph.value(1))
