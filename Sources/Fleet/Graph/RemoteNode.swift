@@ -44,8 +44,7 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
         self.task = task
         self.taskID = taskID
         self.attempt = attempt
-        payload = WireBuffer(capacity: 64 + inputs.count * MemoryLayout<I>.stride, arena: arena)
-        try WireCoding.encode(inputs, into: payload)
+        payload = try encodePayload(inputs, arena: arena)
     }
 
     var mode: ErrorMode { .failFast }
@@ -66,16 +65,13 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
     func fail(_ error: any Error) { run.finishRemote(nodes, results: [], failure: (0, error)) }
 
     func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?) {
-        let k = min(max(offset, 0), nodes.count - 1)
         guard nodes.count > 1 else { return (nil, self, nil) }
-        func part(_ r: Range<Int>) -> GraphBatchJob? {
-            guard !r.isEmpty else { return nil }
-            return try? GraphBatchJob(run: run, nodes: Array(nodes[r]), inputs: Array(inputs[r]), task: task,
-                                      taskID: taskID, arena: payload.arena, attempt: attempt)
+        let cut = splitBatch(count: nodes.count, at: offset) { r in
+            try GraphBatchJob(run: run, nodes: Array(nodes[r]), inputs: Array(inputs[r]), task: task, taskID: taskID,
+                              arena: payload.arena, attempt: attempt)
         }
-        let before = part(0..<k), culprit = part(k..<k + 1)!, after = part(k + 1..<nodes.count)
-        run.split(into: [before, culprit, after].count { $0 != nil })
-        return (before, culprit, after)
+        run.split(into: cut.parts)
+        return (cut.before, cut.culprit, cut.after)
     }
 
     func run(on worker: WorkerContext) { fail(FleetError.notRemote("a remote graph batch ran in the driver")) }

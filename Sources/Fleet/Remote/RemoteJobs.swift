@@ -33,6 +33,24 @@ protocol RemoteJob: Job {
     func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?)
 }
 
+/// The encoded inputs of a batch: in shared memory when they are big.
+func encodePayload<I: Encodable>(_ inputs: [I], arena: SharedArena?) throws -> WireBuffer {
+    let payload = WireBuffer(capacity: 64 + inputs.count * MemoryLayout<I>.stride, arena: arena)
+    try WireCoding.encode(inputs, into: payload)
+    return payload
+}
+
+/// Cuts a batch of `count` items around the one at `offset`, which killed
+/// its worker: `make` builds the job for a range of the items (the part
+/// before, the culprit alone, the part after). The inputs were encoded once
+/// already, so encoding a part cannot fail.
+func splitBatch<J>(count: Int, at offset: Int, _ make: (Range<Int>) throws -> J) -> (before: J?, culprit: J, after: J?, parts: Int) {
+    let k = min(max(offset, 0), count - 1)
+    func part(_ range: Range<Int>) -> J? { range.isEmpty ? nil : try? make(range) }
+    let before = part(0..<k), culprit = part(k..<k + 1)!, after = part(k + 1..<count)
+    return (before, culprit, after, 1 + (before == nil ? 0 : 1) + (after == nil ? 0 : 1))
+}
+
 /// A queued job that may turn into a `RemoteJob` (a map batch).
 protocol RemoteConvertible {
     func remoteJob(context: RemoteContext) throws -> (any RemoteJob)?
@@ -99,8 +117,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
         self.taskID = taskID
         self.timeout = timeout
         self.attempt = attempt
-        payload = WireBuffer(capacity: 64 + items.count * MemoryLayout<I>.stride, arena: arena)
-        try WireCoding.encode(items, into: payload)
+        payload = try encodePayload(items, arena: arena)
     }
 
     var mode: ErrorMode { core.mode }
@@ -131,18 +148,13 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     }
 
     func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?) {
-        let k = min(max(offset, 0), items.count - 1)
         guard items.count > 1 else { return (nil, self, nil) }
-        func part(_ range: Range<Int>) -> RemoteBatchJob? {
-            guard !range.isEmpty else { return nil }
-            return try? RemoteBatchJob(core: core, start: start + range.lowerBound, items: Array(items[range]),
-                                       mapping: mapping, taskID: taskID, timeout: timeout, attempt: attempt,
-                                       arena: payload.arena)
+        let cut = splitBatch(count: items.count, at: offset) { range in
+            try RemoteBatchJob(core: core, start: start + range.lowerBound, items: Array(items[range]), mapping: mapping,
+                               taskID: taskID, timeout: timeout, attempt: attempt, arena: payload.arena)
         }
-        // The inputs encoded once already, so encoding a part cannot fail.
-        let before = part(0..<k), culprit = part(k..<k + 1)!, after = part(k + 1..<items.count)
-        core.split(into: [before, culprit, after].count { $0 != nil })
-        return (before, culprit, after)
+        core.split(into: cut.parts)
+        return (cut.before, cut.culprit, cut.after)
     }
 
     // On the serial and threads backends a batch runs as a `BatchJob`; this
