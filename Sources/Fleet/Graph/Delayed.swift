@@ -48,11 +48,6 @@ final class GraphNode: Sendable {
         self.arguments = arguments
         self.work = work
     }
-
-    var isRemote: Bool {
-        if case .remote = work { return true }
-        return false
-    }
 }
 
 /// Builds task graph nodes.

@@ -287,9 +287,6 @@ final class GraphRun: @unchecked Sendable {
         mutex.unlock()
         token.cancel()
     }
-
-    /// How many nodes' results are held now (for tests of memory release).
-    var heldResults: Int { mutex.withLock { results.count { $0 != nil } } }
 }
 
 /// The error a task graph throws when a node fails: which node, and what it

@@ -133,11 +133,6 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             throw broken
         }
         queue.append(remote)
-        pumpLocked()
-    }
-
-    /// `pump` for a caller that holds `mutex`.
-    private func pumpLocked() {
         mutex.unlock()
         pump()
     }
