@@ -7,6 +7,12 @@ let package = Package(
         .library(name: "Fleet", targets: ["Fleet"]),
         .executable(name: "fleet", targets: ["FleetCLI"]),
     ],
+    traits: [
+        // The MPI backend and SPMD communicator (Docs/MPI.md): needs Open MPI
+        // (Debian: libopenmpi-dev openmpi-bin). Off by default, so the
+        // package builds and tests without it: `swift build --traits MPI`.
+        .trait(name: "MPI"),
+    ],
     dependencies: [
         // Deque (the worker queues) and Heap (the deadline watchdog).
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
@@ -16,10 +22,14 @@ let package = Package(
     targets: [
         // Linux calls that need _GNU_SOURCE (affinity mask, thread names).
         .target(name: "CFleetShims"),
+        // Open MPI through pkg-config, with accessors for its handles (macros
+        // Swift cannot import). Built only with the MPI trait.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
         .target(
             name: "Fleet",
             dependencies: [
                 "CFleetShims",
+                .target(name: "CMPI", condition: .when(traits: ["MPI"])),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
             ],
@@ -44,7 +54,10 @@ let package = Package(
         // them (the test runner's own main cannot call bootstrap).
         .target(name: "FleetTestTasks", dependencies: ["Fleet"], path: "Tests/FleetTestTasks"),
         .executableTarget(name: "FleetTestWorker", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetTestWorker"),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetCLI", "FeatureExtraction", "FetchURLs"]),
+        // The MPI checks the tests run under mpirun (they say so and exit
+        // without the MPI trait).
+        .executableTarget(name: "FleetMPIChecks", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetMPIChecks"),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetMPIChecks", "FleetCLI", "FeatureExtraction", "FetchURLs"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -41,6 +41,8 @@ public enum BackendKind: String, Sendable, CaseIterable, CustomStringConvertible
     case threads
     /// A pool of worker processes running remote tasks.
     case processes
+    /// The ranks of an MPI job (`Pool.mpi`); needs the package's `MPI` trait.
+    case mpi
 
     public var description: String { rawValue }
 }

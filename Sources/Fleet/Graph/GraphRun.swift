@@ -43,10 +43,10 @@ final class GraphRun: @unchecked Sendable {
     private var isOver = false
     let requested: [Int]
     /// On processes: the backend to send more work to as replies arrive.
-    let remoteBackend: ProcessBackend?
+    let remoteBackend: (any RemoteBackend)?
 
     /// Takes the nodes `roots` need, in an order where arguments come first.
-    init(roots: [GraphNode], remote: ProcessBackend?) {
+    init(roots: [GraphNode], remote: (any RemoteBackend)?) {
         remoteBackend = remote
         // Depth-first, each node placed after its arguments (post-order).
         // `placed` maps a node's id to its position, or -1 while its
@@ -184,7 +184,7 @@ final class GraphRun: @unchecked Sendable {
     // MARK: Processes
 
     /// Sends ready nodes to worker processes, in batches of one task.
-    func dispatchRemote(on backend: ProcessBackend) {
+    func dispatchRemote(on backend: any RemoteBackend) {
         mutex.lock()
         var jobs: [(task: any RemoteNodeTask, nodes: [Int], args: [[any Sendable]])] = []
         let limit = 2 * backend.workerCount

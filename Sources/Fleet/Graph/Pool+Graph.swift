@@ -31,7 +31,7 @@ extension Pool {
     }
 
     func computeNodes(_ roots: [GraphNode]) async throws -> [any Sendable] {
-        let remote = backend as? ProcessBackend
+        let remote = backend as? any RemoteBackend
         let run = GraphRun(roots: roots, remote: remote)
         if let remote {
             run.dispatchRemote(on: remote)

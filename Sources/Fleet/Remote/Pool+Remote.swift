@@ -60,7 +60,7 @@ extension Pool {
     ) throws -> Future<O> {
         if let timeout { try requirePositive(timeout, "timeout") }
         if let retries, retries < 0 { throw FleetError.invalidArgument("retries must not be negative, got \(retries)") }
-        let remote = backend as? ProcessBackend
+        let remote = backend as? any RemoteBackend
         let job = try RemoteCallJob(task: task, input: input, taskID: remote.map { try $0.registry.id(of: task) } ?? 0,
                                     timeout: timeout, retries: retries, context: remote?.context)
         try backend.enqueue(job)

@@ -156,20 +156,27 @@ extension RemoteTask: RemoteTaskDeclaration, RemoteServable {
 }
 
 /// An error thrown by a task in a worker process, as it reaches the driver:
-/// the thrown error's type name and description.
+/// the thrown error's type name and description, and where it was thrown
+/// when that is not obvious (the MPI rank and host).
 public struct RemoteError: Error, CustomStringConvertible, Equatable {
     /// The thrown error's type, e.g. `MyApp.ParseError`.
     public let typeName: String
     /// The thrown error's description.
     public let message: String
+    /// Where the task ran, e.g. `rank 2 on node7` (nil for worker processes).
+    public let origin: String?
 
     /// An error as it was thrown in a worker.
-    public init(typeName: String, message: String) {
+    public init(typeName: String, message: String, origin: String? = nil) {
         self.typeName = typeName
         self.message = message
+        self.origin = origin
     }
 
-    public var description: String { "\(typeName): \(message)" }
+    public var description: String { origin.map { "\(typeName) on \($0): \(message)" } ?? "\(typeName): \(message)" }
+
+    /// Set once by a serving MPI rank, before it serves: sent with every error.
+    static let localOrigin = Locked<String>("")
 
     static func write(offset: Int, _ error: any Error, into buffer: WireBuffer) {
         buffer.append(UInt64(offset))
@@ -180,6 +187,7 @@ public struct RemoteError: Error, CustomStringConvertible, Equatable {
             buffer.appendString(String(reflecting: type(of: error)))
             buffer.appendString(String(describing: error))
         }
+        buffer.appendString(localOrigin.withLock { $0 })
     }
 
     static func read(_ reader: inout WireReader) throws -> (Int, RemoteError) {
@@ -187,6 +195,7 @@ public struct RemoteError: Error, CustomStringConvertible, Equatable {
         guard offset < UInt64(Int.max) else { throw WireError.corrupt("bad item offset") }
         let typeName = try reader.readString()
         let message = try reader.readString()
-        return (Int(offset), RemoteError(typeName: typeName, message: message))
+        let origin = try reader.readString()
+        return (Int(offset), RemoteError(typeName: typeName, message: message, origin: origin.isEmpty ? nil : origin))
     }
 }

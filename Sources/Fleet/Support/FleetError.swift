@@ -24,6 +24,10 @@ public enum FleetError: Error, Equatable, CustomStringConvertible {
     /// A remote task that `RemoteTasks.bootstrap` did not register, or work
     /// that cannot cross a process boundary (a closure on a processes pool).
     case notRemote(String)
+    /// An MPI rank stopped answering (its process, host or network failed):
+    /// the work it held fails with this error, and the job cannot continue.
+    /// `item` is the index of an item it held, when there was one.
+    case rankLost(rank: Int, host: String, item: Int?, why: String)
 
     public var description: String {
         switch self {
@@ -39,6 +43,8 @@ public enum FleetError: Error, Equatable, CustomStringConvertible {
         case .protocolViolation(let why): return "protocol violation: \(why)"
         case .workerStartFailed(let why): return "worker processes failed to start: \(why)"
         case .notRemote(let why): return why
+        case .rankLost(let rank, let host, let item, let why):
+            return "MPI rank \(rank) on host \(host) was lost\(item.map { " while running item \($0)" } ?? ""): \(why)"
         }
     }
 }

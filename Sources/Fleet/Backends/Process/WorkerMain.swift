@@ -121,24 +121,10 @@ struct WorkerMain {
             guard r.isAtEnd else { throw WireError.corrupt("bytes after a shared payload's range") }
             r = WireReader(try arena.bytes(offset: offset, length: length))
         }
-        guard taskID < registry.tasks.count, let task = registry.tasks[taskID] as? any RemoteServable else {
-            throw WireError.corrupt("no task with id \(taskID)")
-        }
         control.seq = header.seq
         control.current = 0
-        try appendFrame(.reply, seq: header.seq, to: out) { b in
-            let began = monotonicNanos()
-            let nanosAt = b.count
-            b.append(UInt64(0))
-            let seq = header.seq
-            let token = CancellationToken(probe: { control.isCancelled(seq) })
-            try FleetTask.$attempt.withValue(attempt) {
-                try FleetTask.$token.withValue(token) {
-                    try task.serve(&r, mode: mode, control: control, into: b)
-                }
-            }
-            b.patch(monotonicNanos() &- began, at: nanosAt)
-        }
+        try serveBatch(registry: registry, seq: header.seq, taskID: taskID, attempt: attempt, mode: mode, inputs: &r,
+                       control: control, cancelled: { control.isCancelled(header.seq) }, into: out)
         let length = out.count + out.externalBytes  // an upper bound on this frame's size
         if length > spec.maxFrameBytes {
             // Reported while `control.seq` still names the request, so the
@@ -173,3 +159,25 @@ struct WorkerMain {
     }
 }
 
+
+/// Runs request `seq`'s batch of task `taskID` over the encoded `inputs`
+/// and appends the reply frame to `out`: what a worker process and an MPI
+/// rank do with each request.
+func serveBatch(registry: Registry, seq: UInt64, taskID: Int, attempt: Int, mode: ErrorMode, inputs r: inout WireReader,
+                control: WorkerControl, cancelled: @escaping @Sendable () -> Bool, into out: WireBuffer) throws {
+    guard taskID < registry.tasks.count, let task = registry.tasks[taskID] as? any RemoteServable else {
+        throw WireError.corrupt("no task with id \(taskID)")
+    }
+    try appendFrame(.reply, seq: seq, to: out) { b in
+        let began = monotonicNanos()
+        let nanosAt = b.count
+        b.append(UInt64(0))
+        let token = CancellationToken(probe: cancelled)
+        try FleetTask.$attempt.withValue(attempt) {
+            try FleetTask.$token.withValue(token) {
+                try task.serve(&r, mode: mode, control: control, into: b)
+            }
+        }
+        b.patch(monotonicNanos() &- began, at: nanosAt)
+    }
+}

@@ -1,0 +1,61 @@
+import Fleet
+import FleetTestTasks
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The MPI checks of the test suite, run under `mpirun` by MPITests: each
+// scenario checks its results on every rank and prints `ok <scenario>`
+// from rank 0, or `FAILED: ...` and exits 1. Scenarios:
+//   collectives  every communicator call, numbers and Codable values
+//   huge         a message over 2 GiB
+//   executor     the executor API over the ranks
+//   die          a rank kills itself mid-map: the job must end, naming it
+//   slow         a long map, for cutting a host off mid-run
+//   hosts        prints each rank's host name
+// Built without the MPI trait, it says so and exits 2.
+
+/// The rank this process has under mpirun (also inside tasks).
+func launchRank() -> Int { getenv("OMPI_COMM_WORLD_RANK").flatMap { Int(String(cString: $0)) } ?? -1 }
+
+enum MPITasks {
+    static let whereAmI = RemoteTask("whereAmI") { (_: Int) -> Int in launchRank() }
+    /// Kills its own rank when given its rank number; else returns x.
+    static let killRank = RemoteTask("killRank") { (x: Int) -> Int in
+        if x == -launchRank() { kill(getpid(), SIGKILL) }
+        usleep(2_000)
+        return x
+    }
+    static let all: [any RemoteTaskDeclaration] = TestTasks.all + [whereAmI, killRank]
+}
+
+func fail(_ message: String) -> Never {
+    print("FAILED: \(message)")
+    fflush(nil)
+    exit(1)
+}
+
+func expect(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fail(message()) }
+}
+
+try RemoteTasks.bootstrap(MPITasks.all)
+let scenario = CommandLine.arguments.dropFirst().first ?? ""
+
+#if MPI
+switch scenario {
+case "collectives": MPI.run { _ in try checkCollectives() }
+case "huge": MPI.run { _ in try checkHuge() }
+case "executor": try await checkExecutor()
+case "die": try await dieMidMap()
+case "slow": try await slowMap()
+case "hosts":
+    let world = try MPI.world
+    let names = try world.gather(world.processorName)
+    if let names { print("hosts " + names.joined(separator: " ")) }
+default: fail("unknown scenario \"\(scenario)\"")
+}
+#else
+print("built without the MPI trait")
+exit(2)
+#endif
