@@ -155,7 +155,10 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
             }
             mutex.lock()
             let busy = ranks.contains { !$0.inFlight.isEmpty } || !queue.isEmpty || !cancels.isEmpty
-            if broken != nil || (policy != nil && !busy) {
+            // Timed-out tasks still running on their ranks are waited for,
+            // so the ranks can stop cleanly, unless the shutdown kills them.
+            let lingering = policy != .killRunning && ranks.contains { !$0.expired.isEmpty }
+            if broken != nil || (policy != nil && !busy && !lingering) {
                 mutex.unlock()
                 break
             }

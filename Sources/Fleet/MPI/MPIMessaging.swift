@@ -67,6 +67,15 @@ extension Communicator {
         return Arrival(message: message, status: status, bytes: Int(count))
     }
 
+    /// Whether a message from `source` with `tag` has arrived, leaving it to
+    /// be received later (`poll` matches the message it finds: a matched
+    /// message must be received, or it is lost).
+    func peek(source: Int32, tag: Int32, on comm: MPI_Comm) throws -> Bool {
+        var flag: Int32 = 0
+        try check(MPI_Iprobe(source, tag, comm, &flag, cmpi_status_ignore()), "MPI_Iprobe")
+        return flag != 0
+    }
+
     /// Waits for a message from `source` with `tag`, pausing with `backoff`
     /// between looks, until one arrives or `stop` says to give up.
     func await(source: Int32, tag: Int32, on comm: MPI_Comm, stop: () -> Bool = { false }) throws -> Arrival? {

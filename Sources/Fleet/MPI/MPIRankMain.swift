@@ -78,7 +78,7 @@ struct MPIRankMain {
                     }
                     cancels.withLock { _ = $0.remove(header.seq) }
                     let more = at < bytes.count
-                        || ((try? world.poll(source: 0, tag: ExecutorTag.frames, on: comm)) ?? nil) != nil
+                        || (try? world.peek(source: 0, tag: ExecutorTag.frames, on: comm)) == true
                     if !more || out.count > 1 << 18 || monotonicNanos() &- began > 50_000 { flush(out) }
                 case .shutdown:
                     flush(out)
