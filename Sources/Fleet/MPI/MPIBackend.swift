@@ -77,6 +77,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     private var callbacks: [@Sendable () -> Void] = []
     private var cancels: [(rank: Int, seq: UInt64)] = []
     private var nextSeq: UInt64 = 1
+    private var rotation = 0
     private var averageNanos: UInt64 = ProcessBackend.quickNanos * 2
     private var pipelineDepth: Int {
         averageNanos < ProcessBackend.quickNanos ? ProcessBackend.quickDepth : ProcessBackend.slowDepth
@@ -277,25 +278,31 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         var skipped: [any RemoteJob] = []
         var watch: [CancellationToken] = []
         if !queue.isEmpty {
-            let order = ranks.filter { $0.ready && $0.expired.isEmpty }.sorted { $0.inFlight.count < $1.inFlight.count }
-            for r in order {
-                var batch: [(UInt64, any RemoteJob)] = []
-                while let job = queue.first, canTake(job, r) {
-                    queue.removeFirst()
-                    guard job.begin() else {
-                        skipped.append(job)
-                        continue
-                    }
-                    let seq = nextSeq
-                    nextSeq += 1
-                    let deadline = job.timeout.map { monotonicNanos() &+ $0.nanoseconds }
-                    r.inFlight.append(InFlight(seq: seq, job: job, deadline: deadline))
-                    batch.append((seq, job))
-                    if let token = job.token, token.startForwarding() { watch.append(token) }
+            // One job at a time to the least loaded rank that can take it,
+            // ties going round the ranks, so a short queue is spread out.
+            var batches: [Int: [(UInt64, any RemoteJob)]] = [:]
+            let open = ranks.filter { $0.ready && $0.expired.isEmpty }
+            rotation = (rotation + 1) % max(1, open.count)
+            while let job = queue.first {
+                var best: Rank?
+                for k in open.indices {
+                    let r = open[(k + rotation) % open.count]
+                    if canTake(job, r), best.map({ r.inFlight.count < $0.inFlight.count }) ?? true { best = r }
                 }
-                if !batch.isEmpty { plan.append((r, batch)) }
-                if queue.isEmpty { break }
+                guard let r = best else { break }
+                queue.removeFirst()
+                guard job.begin() else {
+                    skipped.append(job)
+                    continue
+                }
+                let seq = nextSeq
+                nextSeq += 1
+                let deadline = job.timeout.map { monotonicNanos() &+ $0.nanoseconds }
+                r.inFlight.append(InFlight(seq: seq, job: job, deadline: deadline))
+                batches[r.number, default: []].append((seq, job))
+                if let token = job.token, token.startForwarding() { watch.append(token) }
             }
+            plan = batches.sorted { $0.key < $1.key }.map { (rank($0.key)!, $0.value) }
         }
         mutex.unlock()
         for token in watch { token.onCancel { [weak self] in self?.cancelRunning(token) } }
