@@ -50,6 +50,7 @@ let package = Package(
         // Examples (Examples/README.md), built and run by the test suite.
         .executableTarget(name: "FeatureExtraction", dependencies: ["Fleet"], path: "Examples/FeatureExtraction"),
         .executableTarget(name: "FetchURLs", dependencies: ["Fleet"], path: "Examples/FetchURLs"),
+        .executableTarget(name: "GaussianMixture", dependencies: ["Fleet"], path: "Examples/GaussianMixture"),
         // Remote tasks the tests run, and the worker program that serves
         // them (the test runner's own main cannot call bootstrap).
         .target(name: "FleetTestTasks", dependencies: ["Fleet"], path: "Tests/FleetTestTasks"),
@@ -57,7 +58,7 @@ let package = Package(
         // The MPI checks the tests run under mpirun (they say so and exit
         // without the MPI trait).
         .executableTarget(name: "FleetMPIChecks", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetMPIChecks"),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetMPIChecks", "FleetCLI", "FeatureExtraction", "FetchURLs"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetMPIChecks", "FleetCLI", "FeatureExtraction", "FetchURLs", "GaussianMixture"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -142,7 +142,8 @@ func dieMidMap() async throws {
     print("the map finished although a rank died")
 }
 
-/// A long map for cutting a host off: prints progress, then what it got.
+/// A long map for cutting a host off: creates the file named by its
+/// argument once the pool is up, then prints what the map gave.
 func slowMap() async throws {
     var options = MPIOptions()
     options.heartbeatInterval = .milliseconds(100)
@@ -151,6 +152,8 @@ func slowMap() async throws {
     let pool = try Pool.mpi(options: options)
     print("started")
     fflush(nil)
+    // Tell the test the job is under way.
+    if let marker = CommandLine.arguments.dropFirst(2).first { _ = FileManager.default.createFile(atPath: marker, contents: nil) }
     do {
         let out = try await pool.map(Array(repeating: 20, count: 3_000), TestTasks.sleep, options: MapOptions(batchSize: 1))
         print("finished \(out.count)")

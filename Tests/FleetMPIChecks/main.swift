@@ -11,7 +11,7 @@ import Glibc
 //   huge         a message over 2 GiB
 //   executor     the executor API over the ranks
 //   die          a rank kills itself mid-map: the job must end, naming it
-//   slow         a long map, for cutting a host off mid-run
+//   slow FILE    a long map, for cutting a host off mid-run (FILE: made when it starts)
 //   hosts        prints each rank's host name
 // Built without the MPI trait, it says so and exits 2.
 

@@ -1,0 +1,136 @@
+#if MPI
+import Foundation
+import Testing
+
+// The MPI backend's tests: each starts a program under `mpirun` (the
+// FleetMPIChecks scenarios, the GaussianMixture example) and checks what
+// it printed and how it ended. Every run has a hard time limit, so a hang
+// fails the test instead of stalling the suite.
+
+/// The result of one `mpirun`.
+struct MPIRun {
+    let output: String
+    let status: Int32
+    let seconds: Double
+    let timedOut: Bool
+}
+
+/// Runs `program` (built beside the test runner) on `ranks` ranks of this
+/// machine, or with `launch` as the whole command line before the program
+/// (for runs across the test hosts). Kills it after `limit` seconds.
+func mpirun(_ ranks: Int, _ program: String, _ arguments: [String], limit: Double = 120,
+            environment: [String: String] = [:], launch: [String]? = nil) throws -> MPIRun {
+    let path = URL(fileURLWithPath: fleetPath).deletingLastPathComponent().appendingPathComponent(program).path
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    let exports = environment.keys.sorted().flatMap { ["-x", $0] }
+    process.arguments = (launch ?? ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)"])
+        + exports + [path] + arguments
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_MCA_pml"] = "ob1"
+    if launch == nil { env["OMPI_MCA_btl"] = "self,vader" }
+    for (key, value) in environment { env[key] = value }
+    process.environment = env
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = out
+    let began = Date()
+    try process.run()
+    // mpirun passes SIGTERM on to the ranks; SIGKILL if even that hangs.
+    let pid = process.processIdentifier
+    let killer = DispatchWorkItem {
+        guard process.isRunning else { return }
+        kill(pid, SIGTERM)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 10) { if process.isRunning { kill(pid, SIGKILL) } }
+    }
+    DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: killer)
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    killer.cancel()
+    let seconds = Date().timeIntervalSince(began)
+    return MPIRun(output: String(decoding: data, as: UTF8.self), status: process.terminationStatus,
+                  seconds: seconds, timedOut: seconds >= limit)
+}
+
+/// The largest relative difference between two fits' parameters (JSON
+/// files written by GaussianMixture --output).
+func fitDifference(_ a: String, _ b: String) throws -> Double {
+    func load(_ path: String) throws -> [String: [Double]] {
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))
+        return try #require(object as? [String: [Double]])
+    }
+    let x = try load(a), y = try load(b)
+    #expect(x.keys.sorted() == ["means", "variances", "weights"] && x.keys.sorted() == y.keys.sorted())
+    var worst = 0.0
+    for (key, values) in x {
+        let other = try #require(y[key])
+        #expect(values.count == other.count && !values.isEmpty)
+        for (p, q) in zip(values, other) { worst = max(worst, abs(p - q) / max(abs(p), abs(q), 1e-300)) }
+    }
+    return worst
+}
+
+func temporaryPath(_ name: String) -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("fleet-\(getpid())-\(name)").path
+}
+
+@Suite(.serialized) struct MPITests {
+    @Test func communicatorCallsOnTwoThreeAndFourRanks() throws {
+        for ranks in [2, 3, 4] {
+            let run = try mpirun(ranks, "FleetMPIChecks", ["collectives"])
+            #expect(run.status == 0 && run.output.contains("ok collectives on \(ranks) ranks"), "\(run.output)")
+        }
+    }
+
+    @Test func messagesSplitIntoChunksArriveWhole() throws {
+        // A 64-byte message limit makes every collective and send split.
+        let run = try mpirun(3, "FleetMPIChecks", ["collectives"], environment: ["FLEET_MPI_MAX_MESSAGE": "64"])
+        #expect(run.status == 0 && run.output.contains("split at 64 bytes"), "\(run.output)")
+    }
+
+    @Test(.disabled(if: underSanitizer, "2 GiB buffers on two ranks under Thread Sanitizer's shadow memory"))
+    func aMessageOverTwoGiBArrivesWhole() throws {
+        let run = try mpirun(2, "FleetMPIChecks", ["huge"], limit: 300)
+        #expect(run.status == 0 && run.output.contains("ok huge"), "\(run.output)")
+    }
+
+    @Test func theExecutorAPIWorksOverRanks() throws {
+        for ranks in [2, 3] {
+            let run = try mpirun(ranks, "FleetMPIChecks", ["executor"], limit: 240)
+            #expect(run.status == 0 && run.output.contains("ok executor on \(ranks) ranks"), "\(run.output)")
+            #expect(run.output.contains("failed: FleetTestTasks.TaskFailure on rank "), "\(run.output)")
+        }
+    }
+
+    @Test func aRankThatDiesEndsTheJobNamingIt() throws {
+        let run = try mpirun(3, "FleetMPIChecks", ["die"], limit: 120)
+        #expect(!run.timedOut, "the job hung after a rank died")
+        #expect(run.status != 0, "\(run.output)")
+        #expect(!run.output.contains("the map finished"), "\(run.output)")
+        #expect(run.output.range(of: #"rank [12]"#, options: .regularExpression) != nil, "\(run.output)")
+    }
+
+    @Test func oneRankIsNotEnoughForAnExecutor() throws {
+        let run = try mpirun(1, "FleetMPIChecks", ["executor"], limit: 60)
+        #expect(run.status != 0)
+        #expect(run.output.contains("needs at least 2 ranks"), "\(run.output)")
+    }
+
+    @Test func theEMFitAcrossRanksMatchesTheSerialFit() throws {
+        let serial = temporaryPath("em-serial.json"), spread = temporaryPath("em-mpi.json")
+        defer { for p in [serial, spread] { try? FileManager.default.removeItem(atPath: p) } }
+        let size = ["--points", "12000", "--iterations", "12"]
+        let alone = try runProgram("GaussianMixture", size + ["--output", serial], errors: true)
+        #expect(alone.1 == 0 && alone.0.contains("in one process"), "\(alone.0)")
+        let run = try mpirun(3, "GaussianMixture", size + ["--output", spread], limit: 240)
+        #expect(run.status == 0 && run.output.contains("on 3 ranks"), "\(run.output)")
+        let difference = try fitDifference(serial, spread)
+        #expect(difference <= 1e-6, "the fits differ by \(difference) (relative)")
+        // And the comparison can fail: another seed gives another fit.
+        let other = temporaryPath("em-other.json")
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        _ = try runProgram("GaussianMixture", size + ["--seed", "7", "--output", other])
+        #expect(try fitDifference(serial, other) > 1e-3)
+    }
+}
+#endif
