@@ -125,7 +125,10 @@ public final class Communicator: @unchecked Sendable {
             if Int(count) < limit {
                 if parts.isEmpty { return part }
                 parts.append(part)
-                return Array(parts.joined())
+                var whole: [T] = []
+                whole.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+                for part in parts { whole.append(contentsOf: part) }  // a copy of memory, not element by element
+                return whole
             }
             parts.append(part)
         }
