@@ -30,7 +30,7 @@ func advise(_ rows: [BenchSummary]) -> [Advice] {
     var order: [String] = []
     for r in rows where !order.contains(r.workload) { order.append(r.workload) }
     return order.compactMap { workload in
-        let candidates = rows.filter { $0.workload == workload && $0.backend != "baseline" && $0.check == "ok" && $0.figure.isFinite }
+        let candidates = rows.filter { $0.workload == workload && !["baseline", "mpi-c"].contains($0.backend) && $0.check == "ok" && $0.figure.isFinite }
         guard let first = candidates.first else { return nil }
         let bigger = biggerIsBetter(first.unit)
         let winner = candidates.max { bigger ? $0.figure < $1.figure : $0.figure > $1.figure }!

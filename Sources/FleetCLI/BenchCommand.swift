@@ -15,8 +15,13 @@ struct BenchCommand: AsyncParsableCommand {
     var workload: [Workload] = []
 
     @Option(name: .long, parsing: .upToNextOption,
-            help: "Backends (\(BenchBackend.allCases.map(\.rawValue).joined(separator: ", "))). Default: all.")
+            help: "Backends (\(BenchBackend.allCases.map(\.rawValue).joined(separator: ", "))). Default: those that need no MPI job (\(BenchBackend.standard.map(\.rawValue).joined(separator: ", "))).")
     var backend: [BenchBackend] = []
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The command that starts the mpi and mpi-c runs, before its -np.",
+        discussion: "Default: mpirun, with --oversubscribe when the ranks outnumber the cores and --allow-run-as-root as root. An mpi run with N workers has N + 1 ranks (rank 0 drives)."))
+    var mpirun: String?
 
     @Option(name: .long, parsing: .upToNextOption,
             help: "Worker counts. Default: the usable cores (100 for io, 2 for startup).")
@@ -54,20 +59,27 @@ struct BenchCommand: AsyncParsableCommand {
             return try await benchTask(task, input: input, backends: backend, workers: workers, runs: runs,
                                        markdown: markdown)
         }
-        let workloads = workload.isEmpty ? Workload.allCases : workload
-        let backends = backend.isEmpty ? BenchBackend.allCases : backend
+        let backends = backend.isEmpty ? BenchBackend.standard : backend
+        let workloads = workload.isEmpty ? Workload.allCases.filter { w in backends.contains { $0.runs(w) } } : workload
+        for w in workloads where !backends.contains(where: { $0.runs(w) }) {
+            throw ValidationError("no backend named runs \(w.rawValue): it runs on \(BenchBackend.allCases.filter { $0.runs(w) }.map(\.rawValue).joined(separator: ", "))")
+        }
         let k = workloads.contains(.cpu) ? (cpuK ?? calibrateCPU()) : 0
         var summaries: [BenchSummary] = []
         let bar = ProgressBar(label: "bench runs")
         let started = ContinuousClock.now
         var finishedRuns = 0
         let plannedRuns = workloads.reduce(0) { total, w in
-            total + runs * backends.filter { $0 != .baseline || w.hasBaseline }.map { $0 == .serial ? 1 : max(1, workers.count) }.reduce(0, +)
+            total + runs * backends.filter { $0.runs(w) }.map { $0 == .serial ? 1 : max(1, workers.count) }.reduce(0, +)
         }
         for w in workloads {
             var plan: [(BenchBackend, Int)] = []
-            for b in backends {
-                if b == .baseline && !w.hasBaseline { continue }
+            var named = backends
+            if w == .allreduce && named.contains(.mpi) && !named.contains(.mpiC) {
+                named.append(.mpiC)  // the limit, in the same run
+            }
+            for b in named {
+                if !b.runs(w) { continue }
                 let counts = b == .serial ? [1] : (workers.isEmpty ? [w.fixedWorkers ?? UsableCores.count] : workers)
                 for n in counts { plan.append((b, n)) }
             }
@@ -127,6 +139,13 @@ struct BenchCommand: AsyncParsableCommand {
     /// Sentences comparing Fleet with the baseline in the same run.
     private func comparisons(_ rows: [BenchSummary]) -> [String] {
         var out: [String] = []
+        for c in rows where c.backend == "mpi-c" {
+            for r in rows where r.workload == c.workload && r.backend == "mpi" && r.workers == c.workers {
+                out.append(String(format: "%@: Fleet takes %.2fx the C program's time per call (%@ vs %@ %@, %d ranks).",
+                                  r.workload, r.figure / c.figure, formatFigure(r.figure), formatFigure(c.figure), r.unit,
+                                  r.workers + 1))
+            }
+        }
         for base in rows where base.backend == "baseline" {
             for r in rows where r.workload == base.workload && r.backend == "threads" && r.workers == base.workers {
                 let ratio = base.workload == "tiny" ? r.figure / base.figure : base.seconds / r.seconds
@@ -139,9 +158,18 @@ struct BenchCommand: AsyncParsableCommand {
 
     private func runChild(workload: Workload, backend: BenchBackend, workers: Int, cpuK: Int) throws -> BenchRecord {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["run-one", "--workload", workload.rawValue, "--backend", backend.rawValue,
-                             "--workers", "\(workers)", "--cpu-k", "\(cpuK)"]
+        let fleet = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let arguments = ["run-one", "--workload", workload.rawValue, "--backend", backend.rawValue,
+                         "--workers", "\(workers)", "--cpu-k", "\(cpuK)"]
+        if backend.isMPI {
+            let program = backend == .mpi ? [fleet.path] + arguments : [try allreduceProgram(beside: fleet), "\(workers)"]
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = mpirunCommand(ranks: workers + 1) + program
+            process.environment = mpiEnvironment()
+        } else {
+            process.executableURL = fleet
+            process.arguments = arguments
+        }
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -154,6 +182,15 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("the \(workload) run on \(backend) failed (exit status \(process.terminationStatus))")
         }
         return record
+    }
+
+    /// `mpirun` and its options, up to the program.
+    private func mpirunCommand(ranks: Int) -> [String] {
+        if let mpirun { return mpirun.split(separator: " ").map(String.init) + ["-np", "\(ranks)"] }
+        var command = ["mpirun"]
+        if getuid() == 0 { command.append("--allow-run-as-root") }
+        if ranks > UsableCores.count { command.append("--oversubscribe") }
+        return command + ["-np", "\(ranks)"]
     }
 }
 
@@ -170,9 +207,12 @@ struct BenchRunCommand: AsyncParsableCommand {
 
     func run() async throws {
         // Large results move between threads here; keep freed ones from
-        // piling up in per-thread allocator caches (see MallocTuning).
-        MallocTuning.returnLargeBlocksToSystem()
+        // piling up in per-thread allocator caches (see MallocTuning). Not
+        // under MPI: Open MPI allocates its large scratch buffers for each
+        // collective, and would pay fresh pages for them on every call.
+        if !backend.isMPI { MallocTuning.returnLargeBlocksToSystem() }
         let m = try await runWorkload(workload, backend: backend, workers: workers, cpuK: cpuK)
+        // (Under MPI only rank 0 gets here: the others serve, then exit.)
         let record = BenchRecord(workload: workload.rawValue, backend: backend.rawValue,
                                  workers: backend == .serial ? 1 : workers, tasks: m.tasks, seconds: m.seconds,
                                  figure: m.figure, unit: m.unit, check: m.check,

@@ -24,7 +24,21 @@ enum BenchTasks {
     static let leaf = RemoteTask("bench.leaf") { (k: Int) in k }
     static let sum = RemoteTask("bench.sum") { (xs: [Int]) in xs.reduce(0, &+) }
 
-    static let all: [any RemoteTaskDeclaration] = [square, noop, primes, sleep10ms, fnv, bigArray, leaf, sum]
+    /// The peak memory of the process that runs it (after a nap of `ms`
+    /// milliseconds, so a batch of them spreads over the workers), with
+    /// its MPI rank (-1 outside MPI).
+    static let peakRSS = RemoteTask("bench.peakRSS") { (ms: Int) -> RankPeak in
+        usleep(UInt32(ms * 1_000))
+        let rank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"].flatMap { Int($0) } ?? -1
+        return RankPeak(rank: rank, bytes: peakRSSBytes())
+    }
+
+    static let all: [any RemoteTaskDeclaration] = [square, noop, primes, sleep10ms, fnv, bigArray, leaf, sum, peakRSS]
+}
+
+struct RankPeak: Codable, Sendable {
+    var rank: Int
+    var bytes: Int
 }
 
 struct PrimeRange: Codable, Sendable {

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Fleet
 import Foundation
 
@@ -8,7 +9,16 @@ func runOnProcesses(_ workload: Workload, workers: Int, cpuK: Int) async throws 
     if workload == .startup { return try await startupProcesses(workers: workers) }
     let pool = try Pool.processes(workers: workers)
     try await pool.waitUntilReady()
-    var m: Measurement
+    var m = try await remoteWorkload(workload, on: pool, workers: workers, cpuK: cpuK)
+    m.workerPeakBytes = pool.workerProcessIDs.reduce(0) { $0 + peakRSSBytes(pid: "\($1)") }
+    await pool.shutdown()
+    return m
+}
+
+/// One run of `workload` on a pool of workers outside this process (the
+/// processes and MPI backends): the tasks are BenchTasks' remote tasks.
+func remoteWorkload(_ workload: Workload, on pool: Pool, workers: Int, cpuK: Int) async throws -> Measurement {
+    let m: Measurement
     switch workload {
     case .tiny:
         _ = try await pool.map(0..<tinyCount, BenchTasks.square)  // untimed warm-up
@@ -59,11 +69,9 @@ func runOnProcesses(_ workload: Workload, workers: Int, cpuK: Int) async throws 
         m = bigMeasurement(sum, seconds: seconds)
     case .graph:
         m = try await graphWorkload(pool)
-    case .startup:
-        fatalError("handled above")
+    case .startup, .allreduce:
+        throw ValidationError("\(workload) is not a workload for a pool of remote workers")
     }
-    m.workerPeakBytes = pool.workerProcessIDs.reduce(0) { $0 + peakRSSBytes(pid: "\($1)") }
-    await pool.shutdown()
     return m
 }
 

@@ -5,10 +5,7 @@ import Foundation
 
 /// The standard workloads of shared/bench/WORKLOADS.md.
 enum Workload: String, CaseIterable, ExpressibleByArgument {
-    case tiny, futures, cpu, io, payload, bigresult, graph, startup
-
-    /// Backends that can run it, besides serial and threads.
-    var hasBaseline: Bool { self == .tiny || self == .cpu }
+    case tiny, futures, cpu, io, payload, bigresult, graph, startup, allreduce
 
     /// The worker count the contract names for it, if any.
     var fixedWorkers: Int? {
@@ -20,12 +17,30 @@ enum Workload: String, CaseIterable, ExpressibleByArgument {
     }
 }
 
-/// Where a workload runs: a Fleet backend, or the `baseline` that calls
-/// `DispatchQueue.concurrentPerform` directly with no Fleet code.
+/// Where a workload runs: a Fleet backend; the `baseline` that calls
+/// `DispatchQueue.concurrentPerform` directly with no Fleet code; or, for
+/// `allreduce`, `mpi-c`, the same allreduce in C (the limit for `mpi`).
 enum BenchBackend: String, CaseIterable, ExpressibleByArgument {
-    case serial, threads, processes, baseline
+    case serial, threads, processes, baseline, mpi
+    case mpiC = "mpi-c"
 
     var fleetKind: BackendKind? { BackendKind(rawValue: rawValue) }
+
+    /// Backends run when none are named: those that need no MPI job.
+    static let standard: [BenchBackend] = [.serial, .threads, .processes, .baseline]
+
+    /// Whether it can run `workload`.
+    func runs(_ workload: Workload) -> Bool {
+        switch self {
+        case .baseline: return workload == .tiny || workload == .cpu
+        case .mpi: return [.tiny, .futures, .cpu, .payload, .graph, .allreduce].contains(workload)
+        case .mpiC: return workload == .allreduce
+        case .serial, .threads, .processes: return workload != .allreduce
+        }
+    }
+
+    /// Whether its runs start under `mpirun`.
+    var isMPI: Bool { self == .mpi || self == .mpiC }
 }
 
 /// What one run measured, before it becomes a JSON record.
@@ -51,6 +66,10 @@ func runWorkload(_ workload: Workload, backend: BenchBackend, workers: Int, cpuK
         }
     case .processes:
         return try await runOnProcesses(workload, workers: workers, cpuK: cpuK)
+    case .mpi:
+        return try await runOnMPI(workload, workers: workers, cpuK: cpuK)
+    case .mpiC:
+        throw ValidationError("mpi-c runs the C program, not fleet run-one")
     case .serial, .threads:
         let kind = backend.fleetKind!
         if workload == .startup { return try await startup(kind: kind, workers: workers) }
@@ -65,6 +84,7 @@ func runWorkload(_ workload: Workload, backend: BenchBackend, workers: Int, cpuK
         case .payload: return try await payload(pool)
         case .graph: return try await graphWorkload(pool)
         case .startup: fatalError("handled above")
+        case .allreduce: throw ValidationError("allreduce runs on the mpi backend only")
         }
     }
 }
