@@ -19,8 +19,7 @@ import Musl
 //
 // Jobs are encoded once, on the thread that queues them. The driver thread
 // gives each rank up to a few requests at a time (32 when they are quick, 2
-// when they are not; big ones and those with a time-out only to an idle
-// rank), in one message per rank per round, and polls for replies with a
+// when they are not or big; those with a time-out only to an idle rank), in one message per rank per round, and polls for replies with a
 // short spin, then yields, then naps. Every send is non-blocking, so a
 // rank sending a big reply while the driver sends it big inputs cannot
 // deadlock.
@@ -314,8 +313,10 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
 
     private func canTake(_ job: any RemoteJob, _ r: Rank) -> Bool {
         if r.inFlight.isEmpty { return true }
+        // A big request may wait behind one other, so the rank has its
+        // next inputs at hand when it finishes (two at most: memory).
         return r.inFlight.count < pipelineDepth && r.inFlight.last!.job.timeout == nil && job.timeout == nil
-            && job.payload.count <= ProcessBackend.smallPayload
+            && (job.payload.count <= ProcessBackend.smallPayload || r.inFlight.count < 2)
     }
 
     private func send(_ batch: [(UInt64, any RemoteJob)], to dest: Int) throws {

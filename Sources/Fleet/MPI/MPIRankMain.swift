@@ -24,6 +24,14 @@ struct MPIRankMain {
     let registry: Registry
     let world: Communicator
     let comm: MPI_Comm
+    /// Where big inputs arrive, kept from one request to the next.
+    private let bigInputs = WireBuffer(capacity: 1 << 16)
+
+    init(registry: Registry, world: Communicator, comm: MPI_Comm) {
+        self.registry = registry
+        self.world = world
+        self.comm = comm
+    }
 
     func run() -> Never {
         RemoteError.localOrigin.withLock { $0 = "rank \(world.rank) on \(world.processorName)" }
@@ -104,7 +112,12 @@ struct MPIRankMain {
             // The inputs come in a message of their own, straight from the
             // driver's buffer.
             let length = Int(try r.read(UInt64.self))
-            let inputs = WireBuffer(capacity: max(length, 16))
+            let inputs = bigInputs
+            inputs.removeAll()
+            defer {
+                inputs.removeAll()
+                inputs.shrink(ifOver: 64 << 20)
+            }
             guard let arrival = try world.await(source: 0, tag: ExecutorTag.payload, on: comm) else { return }
             try world.receive(arrival, into: inputs, on: comm)
             guard inputs.count == length else {
