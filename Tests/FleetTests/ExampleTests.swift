@@ -14,6 +14,16 @@ import Testing
         #expect(text.contains("identical features on every backend"))
     }
 
+    @Test func theGaussianMixtureFitsInOneProcess() throws {
+        // Its MPI runs, and their match with this fit, are in MPITests.
+        let (text, status) = try run("GaussianMixture", ["--points", "3000", "--iterations", "5"])
+        #expect(status == 0, "\(text)")
+        #expect(text.contains("fitted 16 components in 8 dimensions to 3000 points, 5 iterations"), "\(text)")
+        #expect(text.contains("in one process"))
+        let (bad, badStatus) = try run("GaussianMixture", ["--points", "4", "--components", "16"])
+        #expect(badStatus == 2 && bad.contains("--points (4) must be at least --components (16)"), "\(bad)")
+    }
+
     @Test func fetchingURLsRunsOnEveryBackend() throws {
         // Which backend is fastest is the example's output, not a test
         // (timings belong to benchmarks): here every page must arrive.
