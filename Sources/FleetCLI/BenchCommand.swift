@@ -52,6 +52,11 @@ struct BenchCommand: AsyncParsableCommand {
         }
         if let k = cpuK, k <= 0 { throw ValidationError("--cpu-k must be positive, got \(k)") }
         if (task == nil) != (input == nil) { throw ValidationError("--task and --input go together") }
+        #if !MPI
+        if backend.contains(.mpi) {
+            throw ValidationError("this fleet was built without the MPI trait, so it has no mpi backend: swift build -c release --traits MPI (scripts/bench does)")
+        }
+        #endif
     }
 
     func run() async throws {

@@ -39,6 +39,20 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) { try r
         #expect(out.contains("better than threads with 2 workers"))
     }
 
+    @Test func benchSaysWhichWorkloadsABackendCannotRun() throws {
+        let (out, status) = try runFleetWithErrors(["bench", "--workload", "allreduce", "--backend", "threads", "--runs", "1"])
+        #expect(status != 0)
+        #expect(out.contains("no backend named runs allreduce: it runs on mpi, mpi-c"), "\(out)")
+    }
+
+    #if !MPI
+    @Test func benchSaysHowToGetTheMPIBackend() throws {
+        let (out, status) = try runFleetWithErrors(["bench", "--workload", "tiny", "--backend", "mpi", "--runs", "1"])
+        #expect(status != 0)
+        #expect(out.contains("built without the MPI trait, so it has no mpi backend: swift build -c release --traits MPI"), "\(out)")
+    }
+    #endif
+
     @Test func benchJSONHasTheContractsKeys() throws {
         let (out, status) = try runFleet(["bench", "--workload", "graph", "--backend", "processes", "--runs", "1", "--json"])
         #expect(status == 0)

@@ -138,3 +138,27 @@ func temporaryPath(_ name: String) -> String {
     }
 }
 #endif
+
+#if MPI
+@Suite(.serialized) struct MPIBenchTests {
+    @Test func benchRunsTheMPIWorkloadsAndTheCAllreduce() throws {
+        // The C program goes beside fleet, where `fleet bench` looks for it
+        // (scripts/bench builds it the same way).
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Benchmarks/allreduce.c").path
+        let program = URL(fileURLWithPath: fleetPath).deletingLastPathComponent().appendingPathComponent("fleet-allreduce-c").path
+        let (built, status) = try shell("mpicc -O2 -o '\(program)' '\(source)'")
+        try #require(status == 0, "\(built)")
+        let (out, code) = try runFleetWithErrors(["bench", "--backend", "mpi", "--workload", "futures", "tiny", "allreduce",
+                                                  "--runs", "1", "--json"])
+        #expect(code == 0, "\(out)")
+        var rows: [String: String] = [:]
+        for line in out.split(separator: "\n") where line.hasPrefix("{") {
+            let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            let key = "\(record?["workload"] as? String ?? "?")/\(record?["backend"] as? String ?? "?")"
+            rows[key] = record?["check"] as? String
+        }
+        #expect(rows == ["futures/mpi": "ok", "tiny/mpi": "ok", "allreduce/mpi": "ok", "allreduce/mpi-c": "ok"], "\(out)")
+    }
+}
+#endif
