@@ -106,15 +106,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     // MARK: Queueing
 
     func enqueue(_ job: any Job) throws {
-        let remote: any RemoteJob
-        if let r = job as? any RemoteJob {
-            remote = r
-        } else if let c = job as? any RemoteConvertible, let r = try c.remoteJob(context: context) {
-            remote = r
-        } else {
-            throw FleetError.notRemote(
-                "closures cannot run on MPI ranks: declare the work as a RemoteTask and pass it to submit or map")
-        }
+        let remote = try remoteJob(job, place: "on MPI ranks")
         mutex.lock()
         defer { mutex.unlock() }
         if policy != nil { throw FleetError.poolShutDown }

@@ -42,14 +42,7 @@ struct MPIRankMain {
         let watch = DriverWatch(world: world, comm: comm)
         spawnThread(name: "fleet-mpi-control") { watch.run(cancels: cancels) }
 
-        try? appendFrame(.hello, seq: 0, to: out) { b in
-            b.append(wireProtocolVersion)
-            b.append(Int32(getpid()))
-            b.append(registry.fingerprint)
-            b.append(UInt64(registry.signatures.count))
-            for s in registry.signatures { b.appendString(s) }
-            b.appendString(world.processorName)
-        }
+        try? appendHello(registry, host: world.processorName, to: out)
         flush(out)
         let message = WireBuffer(capacity: 1 << 16)
         while true {

@@ -110,15 +110,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
     // MARK: Queueing
 
     func enqueue(_ job: any Job) throws {
-        let remote: any RemoteJob
-        if let r = job as? any RemoteJob {
-            remote = r
-        } else if let c = job as? any RemoteConvertible, let r = try c.remoteJob(context: context) {
-            remote = r
-        } else {
-            throw FleetError.notRemote(
-                "closures cannot run in worker processes: declare the work as a RemoteTask and pass it to submit or map")
-        }
+        let remote = try remoteJob(job, place: "in worker processes")
         if remote.payload.count + 64 > options.maxFrameBytes {
             throw FleetError.invalidArgument(
                 "the inputs of one request take \(remote.payload.count) bytes, over maxFrameBytes (\(options.maxFrameBytes))")

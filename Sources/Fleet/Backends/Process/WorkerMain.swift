@@ -66,13 +66,7 @@ struct WorkerMain {
         } catch {
             fatal("\(error)", out)
         }
-        try? appendFrame(.hello, seq: 0, to: out) { b in
-            b.append(wireProtocolVersion)
-            b.append(Int32(getpid()))
-            b.append(registry.fingerprint)
-            b.append(UInt64(registry.signatures.count))
-            for s in registry.signatures { b.appendString(s) }
-        }
+        try? appendHello(registry, to: out)
         flush(out)
         if spec.version != Int(wireProtocolVersion) {
             fatal("the driver speaks protocol version \(spec.version), this worker \(wireProtocolVersion)", out)
