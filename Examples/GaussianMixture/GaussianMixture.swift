@@ -52,33 +52,45 @@ enum GaussianMixtureEM {
             }
             constant[c] = log(model.weights[c]) - 0.5 * logDet
         }
-        var logp = [Double](repeating: 0, count: k)
+        var weight = [Double](repeating: 0, count: k)
         var loglik = 0.0
+        // Unchecked buffers in the loop: it runs points × components × dims times.
         points.values.withUnsafeBufferPointer { x in
-            stats.withUnsafeMutableBufferPointer { s in
-                for i in 0..<points.count {
-                    let row = i * d
-                    var best = -Double.infinity
-                    for c in 0..<k {
-                        var q = 0.0
-                        for j in 0..<d {
-                            let delta = x[row + j] - model.means[c * d + j]
-                            q += delta * delta * precision[c * d + j]
-                        }
-                        logp[c] = constant[c] - 0.5 * q
-                        best = max(best, logp[c])
-                    }
-                    var total = 0.0
-                    for c in 0..<k { total += exp(logp[c] - best) }
-                    let norm = best + log(total)
-                    loglik += norm
-                    for c in 0..<k {
-                        let r = exp(logp[c] - norm)
-                        s[c] += r
-                        for j in 0..<d {
-                            let v = x[row + j]
-                            s[k + c * d + j] += r * v
-                            s[k + k * d + c * d + j] += r * v * v
+            model.means.withUnsafeBufferPointer { mean in
+                precision.withUnsafeBufferPointer { prec in
+                    weight.withUnsafeMutableBufferPointer { w in
+                        stats.withUnsafeMutableBufferPointer { s in
+                            for i in 0..<points.count {
+                                let row = i * d
+                                // log p(x, c) for each component, then the
+                                // responsibilities by log-sum-exp.
+                                var best = -Double.infinity
+                                for c in 0..<k {
+                                    var q = 0.0
+                                    for j in 0..<d {
+                                        let delta = x[row + j] - mean[c * d + j]
+                                        q += delta * delta * prec[c * d + j]
+                                    }
+                                    w[c] = constant[c] - 0.5 * q
+                                    best = max(best, w[c])
+                                }
+                                var total = 0.0
+                                for c in 0..<k {
+                                    w[c] = exp(w[c] - best)
+                                    total += w[c]
+                                }
+                                loglik += best + log(total)
+                                let scale = 1 / total
+                                for c in 0..<k {
+                                    let r = w[c] * scale
+                                    s[c] += r
+                                    for j in 0..<d {
+                                        let v = x[row + j]
+                                        s[k + c * d + j] += r * v
+                                        s[k + k * d + c * d + j] += r * v * v
+                                    }
+                                }
+                            }
                         }
                     }
                 }

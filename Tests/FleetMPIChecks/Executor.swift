@@ -13,6 +13,13 @@ func checkExecutor() async throws {
     let n = try MPI.world.size
     expect(pool.kind == .mpi && pool.workerCount == n - 1, "kind \(pool.kind), \(pool.workerCount) workers")
     expect(try Pool.mpi() === pool, "one pool per job")
+    expect(try Pool.make(.mpi) === pool, "Pool.make(.mpi) gives the job's pool")
+    do {
+        _ = try Pool.make(.mpi, workers: n + 5)
+        fail("Pool.make(.mpi) took a worker count mpirun did not give")
+    } catch FleetError.invalidArgument(let message) {
+        expect(message.contains("set the count with mpirun -np"), message)
+    }
 
     // Ordered map, automatic and fixed batches; every serving rank works.
     let squares = try await pool.map(0..<20_000, TestTasks.square)

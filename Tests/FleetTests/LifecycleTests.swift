@@ -147,6 +147,11 @@ struct LifecycleTests {
         #expect(throws: FleetError.invalidArgument("workers must be positive, got 0")) { try Pool.threads(workers: 0) }
         #expect(throws: FleetError.self) { try Pool.threads(workers: -3) }
         #expect(throws: FleetError.self) { try Pool.make(.serial, workers: 0) }
+        #if !MPI
+        #expect(throws: FleetError.invalidArgument("this program was built without MPI: build it with `--traits MPI` (Docs/MPI.md)")) {
+            try Pool.make(.mpi)
+        }
+        #endif
         let pool = try Pool.threads(workers: 2)
         await #expect(throws: FleetError.invalidArgument("window must be positive, got 0")) {
             try await pool.map(0..<10, options: .init(window: 0)) { $0 }
