@@ -11,6 +11,7 @@ import Glibc
 //   huge         a message over 2 GiB
 //   executor     the executor API over the ranks
 //   die          a rank kills itself mid-map: the job must end, naming it
+//   end          the program ends without shutting its pool down
 //   slow FILE    a long map, for cutting a host off mid-run (FILE: made when it starts)
 //   hosts        prints each rank's host name
 // Built without the MPI trait, it says so and exits 2.
@@ -49,6 +50,13 @@ case "huge": MPI.run { _ in try checkHuge() }
 case "executor": try await checkExecutor()
 case "die": try await dieMidMap()
 case "slow": try await slowMap()
+case "end":
+    // The program ends with its pool still up: the ranks must still stop
+    // and the job end cleanly.
+    let pool = try Pool.mpi()
+    let out = try await pool.map(0..<1_000, TestTasks.square)
+    expect(out.last == 999 * 999, "map before the end")
+    print("ok end")
 case "hosts":
     let world = try MPI.world
     let names = try world.gather(world.processorName)

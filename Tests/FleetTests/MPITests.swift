@@ -106,6 +106,12 @@ func temporaryPath(_ name: String) -> String {
         }
     }
 
+    @Test func aProgramThatEndsWithItsPoolUpStopsEveryRank() throws {
+        let run = try mpirun(3, "FleetMPIChecks", ["end"], limit: 60)
+        #expect(run.status == 0 && run.output.contains("ok end"), "\(run.output)")
+        #expect(!run.output.contains("MPI_ABORT"), "\(run.output)")
+    }
+
     @Test func aRankThatDiesEndsTheJobNamingIt() throws {
         let run = try mpirun(3, "FleetMPIChecks", ["die"], limit: 120)
         #expect(!run.timedOut, "the job hung after a rank died")
