@@ -116,6 +116,10 @@ struct BenchCommand: AsyncParsableCommand {
             print(renderTable(summaries, markdown: markdown))
             print()
             for line in comparisons(summaries) { print(line) }
+            for n in Set(summaries.filter { $0.backend.hasPrefix("mpi") }.map(\.workers)).sorted()
+            where n + 1 > UsableCores.count && mpirun == nil {
+                print("mpi with \(n) workers: \(n + 1) ranks on \(UsableCores.count) usable cores, oversubscribed.")
+            }
             let advice = advise(summaries)
             if !advice.isEmpty {
                 print("\nWhat to use:")
