@@ -116,6 +116,14 @@ func checkCollectives() throws {
     } catch let error as MPIError {
         expect(error.message.contains("out of range"), "bad root message: \(error)")
     }
+    // An error MPI itself finds comes with MPI's own message.
+    do {
+        try w.send([1.0], to: r, tag: -7)
+        fail("a negative tag did not throw")
+    } catch let error as MPIError {
+        expect(error.call == "MPI_Send" && error.message.contains("MPI_ERR_TAG"), "MPI's message: \(error)")
+        if r == 0 { print("MPI's error as Fleet throws it: \(error)") }
+    }
     try w.barrier()
     if r == 0 { print("ok collectives on \(n) ranks, messages split at \(w.maxMessageBytes) bytes") }
 }
