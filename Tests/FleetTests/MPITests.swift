@@ -106,6 +106,13 @@ func temporaryPath(_ name: String) -> String {
         }
     }
 
+    @Test func theExecutorWorksWhenItsMessagesAreSplit() throws {
+        // 1 MiB: exactly the size of the big inputs the check sends from
+        // the caller's arrays, the edge of the split protocol.
+        let run = try mpirun(3, "FleetMPIChecks", ["executor"], limit: 240, environment: ["FLEET_MPI_MAX_MESSAGE": "1048576"])
+        #expect(run.status == 0 && run.output.contains("ok executor on 3 ranks"), "\(run.output)")
+    }
+
     @Test func aProgramThatEndsWithItsPoolUpStopsEveryRank() throws {
         let run = try mpirun(3, "FleetMPIChecks", ["end"], limit: 60)
         #expect(run.status == 0 && run.output.contains("ok end"), "\(run.output)")

@@ -19,7 +19,8 @@ struct RemoteNode<I: Codable & Sendable, O: Codable & Sendable>: RemoteNodeTask 
 
     func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws -> any RemoteJob {
         try GraphBatchJob(run: run, nodes: nodes, inputs: arguments.map(input), task: task,
-                          taskID: context.registry.id(of: task), arena: context.arena, attempt: 0)
+                          taskID: context.registry.id(of: task), arena: context.arena,
+                          external: context.referencesBigArrays, attempt: 0)
     }
 }
 
@@ -37,14 +38,14 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
     var attempt: Int
 
     init(run: GraphRun, nodes: [Int], inputs: [I], task: RemoteTask<I, O>, taskID: Int, arena: SharedArena?,
-         attempt: Int) throws {
+         external: Bool = false, attempt: Int) throws {
         self.run = run
         self.nodes = nodes
         self.inputs = inputs
         self.task = task
         self.taskID = taskID
         self.attempt = attempt
-        payload = try encodePayload(inputs, arena: arena)
+        payload = try encodePayload(inputs, arena: arena, external: external)
     }
 
     var mode: ErrorMode { .failFast }
@@ -68,7 +69,7 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
         guard nodes.count > 1 else { return (nil, self, nil) }
         let cut = splitBatch(count: nodes.count, at: offset) { r in
             try GraphBatchJob(run: run, nodes: Array(nodes[r]), inputs: Array(inputs[r]), task: task, taskID: taskID,
-                              arena: payload.arena, attempt: attempt)
+                              arena: payload.arena, external: payload.allowsExternal, attempt: attempt)
         }
         run.split(into: cut.parts)
         return (cut.before, cut.culprit, cut.after)

@@ -94,7 +94,8 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         self.registry = registry
         self.options = options
         workerCount = world.size - 1
-        context = RemoteContext(registry: registry, arena: nil)
+        // Big inputs are sent from the caller's own arrays (see `send`).
+        context = RemoteContext(registry: registry, arena: nil, referencesBigArrays: true)
         let now = monotonicNanos()
         startDeadline = now &+ options.startTimeout.nanoseconds
         ranks = (1..<world.size).map { Rank(number: $0, now: now) }
@@ -308,21 +309,21 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         // A big request may wait behind one other, so the rank has its
         // next inputs at hand when it finishes (two at most: memory).
         return r.inFlight.count < pipelineDepth && r.inFlight.last!.job.timeout == nil && job.timeout == nil
-            && (job.payload.count <= ProcessBackend.smallPayload || r.inFlight.count < 2)
+            && (job.payload.totalCount <= ProcessBackend.smallPayload || r.inFlight.count < 2)
     }
 
     private func send(_ batch: [(UInt64, any RemoteJob)], to dest: Int) throws {
         let out = WireBuffer(capacity: 256)
         var big: [any RemoteJob] = []
         for (seq, job) in batch {
-            let separate = job.payload.count > ProcessBackend.smallPayload
+            let separate = job.payload.totalCount > ProcessBackend.smallPayload || job.payload.hasExternals
             let length = 9 + (separate ? 8 : job.payload.count)
             FrameHeader(length: UInt32(length), kind: .request, seq: seq, shared: separate).write(into: out)
             out.append(UInt32(job.taskID))
             out.append(UInt32(job.attempt))
             out.append(UInt8(job.mode == .failFast ? 0 : 1))
             if separate {
-                out.append(UInt64(job.payload.count))
+                out.append(UInt64(job.payload.totalCount))
                 big.append(job)
             } else {
                 out.append(job.payload.bytes)
@@ -332,10 +333,17 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         for job in big { try sendBuffer(job.payload, to: dest, tag: ExecutorTag.payload) }
     }
 
+    /// Sends `buffer` as one message per run of bytes: its own, and the
+    /// arrays it references, each from where it is (no copy; contiguous
+    /// memory, so MPI can move it in a single copy). The receiver knows
+    /// the total and takes messages until it has it all.
     private func sendBuffer(_ buffer: WireBuffer, to dest: Int, tag: Int32) throws {
         do {
-            try sends.send(buffer.bytes.baseAddress, count: buffer.count, owner: buffer, to: dest, tag: tag, on: comm,
-                           limit: world.chunkElements(1))
+            try buffer.forEachSegment { piece in
+                guard piece.count > 0 else { return }
+                try sends.send(piece.baseAddress, count: piece.count, owner: buffer, to: dest, tag: tag, on: comm,
+                               limit: world.chunkElements(1))
+            }
         } catch {
             throw lost(dest, "sending to it failed: \(error)")
         }

@@ -102,8 +102,8 @@ struct MPIRankMain {
         let seq = header.seq
         let isCancelled: @Sendable () -> Bool = { cancels.withLock { $0.contains(seq) } }
         if header.shared {
-            // The inputs come in a message of their own, straight from the
-            // driver's buffer.
+            // The inputs come in messages of their own, straight from the
+            // driver's buffer and the arrays it references.
             let length = Int(try r.read(UInt64.self))
             let inputs = bigInputs
             inputs.removeAll()
@@ -111,8 +111,12 @@ struct MPIRankMain {
                 inputs.removeAll()
                 inputs.shrink(ifOver: 64 << 20)
             }
-            guard let arrival = try world.await(source: 0, tag: ExecutorTag.payload, on: comm) else { return }
-            try world.receive(arrival, into: inputs, on: comm)
+            // In as many messages as the driver had pieces of memory.
+            inputs.reserve(length)
+            while inputs.count < length {
+                guard let arrival = try world.await(source: 0, tag: ExecutorTag.payload, on: comm) else { return }
+                try world.receive(arrival, into: inputs, on: comm)
+            }
             guard inputs.count == length else {
                 throw WireError.corrupt("inputs of \(inputs.count) bytes, announced \(length)")
             }

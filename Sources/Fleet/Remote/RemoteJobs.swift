@@ -33,9 +33,12 @@ protocol RemoteJob: Job {
     func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?)
 }
 
-/// The encoded inputs of a batch: in shared memory when they are big.
-func encodePayload<I: Encodable>(_ inputs: [I], arena: SharedArena?) throws -> WireBuffer {
+/// The encoded inputs of a batch: in shared memory when they are big; with
+/// `external`, big arrays of numbers referenced where they are, not copied
+/// (for a backend that sends the buffer's segments itself).
+func encodePayload<I: Encodable>(_ inputs: [I], arena: SharedArena?, external: Bool = false) throws -> WireBuffer {
     let payload = WireBuffer(capacity: 64 + inputs.count * MemoryLayout<I>.stride, arena: arena)
+    payload.allowsExternal = external
     try WireCoding.encode(inputs, into: payload)
     return payload
 }
@@ -62,6 +65,9 @@ struct RemoteContext {
     let registry: Registry
     /// Big payloads are encoded straight into this shared memory.
     let arena: SharedArena?
+    /// Big arrays of numbers in payloads are referenced, not copied: the
+    /// backend sends payloads segment by segment (`WireBuffer.forEachSegment`).
+    var referencesBigArrays = false
 }
 
 /// A remote task in a map call: runs batches here, or makes remote jobs.
@@ -91,7 +97,8 @@ struct RemoteMapping<I: Codable & Sendable, O: Codable & Sendable>: RemoteBatchM
     @usableFromInline
     func makeJob(core: MapCore<O>, start: Int, items: [I], timeout: Duration?, context: RemoteContext) throws -> any RemoteJob {
         try RemoteBatchJob(core: core, start: start, items: items, mapping: self,
-                           taskID: context.registry.id(of: task), timeout: timeout, attempt: 0, arena: context.arena)
+                           taskID: context.registry.id(of: task), timeout: timeout, attempt: 0, arena: context.arena,
+                           external: context.referencesBigArrays)
     }
 }
 
@@ -109,7 +116,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     var attempt: Int
 
     init(core: MapCore<O>, start: Int, items: [I], mapping: RemoteMapping<I, O>, taskID: Int,
-         timeout: Duration?, attempt: Int, arena: SharedArena?) throws {
+         timeout: Duration?, attempt: Int, arena: SharedArena?, external: Bool = false) throws {
         self.core = core
         self.start = start
         self.items = items
@@ -117,7 +124,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
         self.taskID = taskID
         self.timeout = timeout
         self.attempt = attempt
-        payload = try encodePayload(items, arena: arena)
+        payload = try encodePayload(items, arena: arena, external: external)
     }
 
     var mode: ErrorMode { core.mode }
@@ -151,7 +158,8 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
         guard items.count > 1 else { return (nil, self, nil) }
         let cut = splitBatch(count: items.count, at: offset) { range in
             try RemoteBatchJob(core: core, start: start + range.lowerBound, items: Array(items[range]), mapping: mapping,
-                               taskID: taskID, timeout: timeout, attempt: attempt, arena: payload.arena)
+                               taskID: taskID, timeout: timeout, attempt: attempt, arena: payload.arena,
+                               external: payload.allowsExternal)
         }
         core.split(into: cut.parts)
         return (cut.before, cut.culprit, cut.after)
@@ -187,6 +195,7 @@ final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureS
         self.timeout = timeout
         self.retries = retries
         payload = WireBuffer(capacity: 64, arena: context?.arena)
+        payload.allowsExternal = context?.referencesBigArrays ?? false
         super.init()
         if context != nil { try WireCoding.encode([input], into: payload) }
     }

@@ -153,15 +153,27 @@ final class WireBuffer {
         return total
     }
 
-    /// Writes everything, inline and referenced bytes in order, to `fd`.
-    func write(to fd: Int32) throws {
+    /// Inline and referenced bytes together: the size of what `write(to:)`
+    /// writes.
+    var totalCount: Int { count + externalBytes }
+
+    /// Whether some bytes are referenced rather than held.
+    var hasExternals: Bool { !externals.isEmpty }
+
+    /// Calls `body` with every run of bytes, inline and referenced, in order.
+    func forEachSegment(_ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
         var at = 0
         for e in externals {
-            try writeAll(fd, UnsafeRawBufferPointer(start: base + at, count: e.at - at))
-            try writeAll(fd, e.bytes)
+            try body(UnsafeRawBufferPointer(start: base + at, count: e.at - at))
+            try body(e.bytes)
             at = e.at
         }
-        try writeAll(fd, UnsafeRawBufferPointer(start: base + at, count: count - at))
+        try body(UnsafeRawBufferPointer(start: base + at, count: count - at))
+    }
+
+    /// Writes everything, inline and referenced bytes in order, to `fd`.
+    func write(to fd: Int32) throws {
+        try forEachSegment { try writeAll(fd, $0) }
     }
 
     /// The bytes written so far (valid until the next write).
