@@ -12,17 +12,18 @@ import Musl
 //  caller's threads                       the fleet-mpi-driver thread (all MPI calls)
 //  ────────────────                       ───────────────────────────────────────────
 //  submit / map batch ─▶ encode inputs ─▶ queue ─▶ frames message ─▶ Isend ─▶ rank r
-//                                                  (big inputs: a second message,
-//                                                   sent from the job's own buffer)
+//                                                  (big inputs: messages of their own,
+//                                                   sent from the caller's arrays)
 //  futures / MapCore ◀── deliver ◀── reply frames ◀── Improbe/Mrecv ◀──────── rank r
 //                                     heartbeats both ways; deadlines; lost ranks
 //
-// Jobs are encoded once, on the thread that queues them. The driver thread
-// gives each rank up to a few requests at a time (32 when they are quick, 2
-// when they are not or big; those with a time-out only to an idle rank), in one message per rank per round, and polls for replies with a
-// short spin, then yields, then naps. Every send is non-blocking, so a
-// rank sending a big reply while the driver sends it big inputs cannot
-// deadlock.
+// Jobs are encoded once, on the thread that queues them; big arrays in
+// their inputs are referenced, not copied. The driver thread gives each
+// rank up to a few requests at a time (32 when they are quick, 2 when they
+// are slow or big; those with a time-out only to an idle rank), in one
+// message per rank per round, and polls for replies with a short spin,
+// then yields, then naps. Every send is non-blocking, so a rank sending a
+// big reply while the driver sends it big inputs cannot deadlock.
 //
 // MPI cannot replace a rank, so failures end the job rather than retry: a
 // rank silent for `heartbeatTimeout` is lost; its work and everything
