@@ -31,10 +31,9 @@ func shell(_ command: String) throws -> (String, Int32) {
 /// node), and removes the hosts.
 func withTwoTestHosts(_ body: ([String]) throws -> Void) throws {
     let script = "\(scriptsDirectory)/test-hosts"
-    try shell("\(script) down 2")  // what an interrupted run may have left
-    let (up, status) = try shell("\(script) up 2")
-    try #require(status == 0, "cannot make the test hosts: \(up)")
+    let (up, status) = try shell("\(script) up 2")  // removes what an interrupted run left first
     defer { _ = try? shell("\(script) down 2") }
+    try #require(status == 0, "cannot make the test hosts: \(up)")
     let agent = up.split(separator: "\n").last.map(String.init) ?? ""
     let hostfile = temporaryPath("hostfile")
     try "10.77.0.11 slots=2\n10.77.0.12 slots=2\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
