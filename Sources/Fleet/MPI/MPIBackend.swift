@@ -455,9 +455,6 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         if let broken { throw broken }
     }
 
-    /// The host of each serving rank, by rank number.
-    var hosts: [Int: String] { mutex.withLock { Dictionary(uniqueKeysWithValues: ranks.map { ($0.number, $0.host) }) } }
-
     func beginShutdown(_ policy: ShutdownPolicy) {
         mutex.lock()
         if self.policy == nil { self.policy = policy }

@@ -76,13 +76,12 @@ extension Communicator {
         return flag != 0
     }
 
-    /// Waits for a message from `source` with `tag`, pausing with `backoff`
-    /// between looks, until one arrives or `stop` says to give up.
-    func await(source: Int32, tag: Int32, on comm: MPI_Comm, stop: () -> Bool = { false }) throws -> Arrival? {
+    /// Waits for a message from `source` with `tag`, pausing with a
+    /// `Backoff` between looks.
+    func await(source: Int32, tag: Int32, on comm: MPI_Comm) throws -> Arrival {
         var backoff = Backoff()
         while true {
             if let arrival = try poll(source: source, tag: tag, on: comm) { return arrival }
-            if stop() { return nil }
             backoff.pause()
         }
     }

@@ -48,8 +48,7 @@ struct MPIRankMain {
         while true {
             message.removeAll()
             do {
-                guard let arrival = try world.await(source: 0, tag: ExecutorTag.frames, on: comm) else { continue }
-                try world.receive(arrival, into: message, on: comm)
+                try world.receive(try world.await(source: 0, tag: ExecutorTag.frames, on: comm), into: message, on: comm)
             } catch {
                 fatal("\(error)", out)
             }
@@ -114,8 +113,7 @@ struct MPIRankMain {
             // In as many messages as the driver had pieces of memory.
             inputs.reserve(length)
             while inputs.count < length {
-                guard let arrival = try world.await(source: 0, tag: ExecutorTag.payload, on: comm) else { return }
-                try world.receive(arrival, into: inputs, on: comm)
+                try world.receive(try world.await(source: 0, tag: ExecutorTag.payload, on: comm), into: inputs, on: comm)
             }
             guard inputs.count == length else {
                 throw WireError.corrupt("inputs of \(inputs.count) bytes, announced \(length)")
