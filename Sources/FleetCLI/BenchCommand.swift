@@ -52,6 +52,9 @@ struct BenchCommand: AsyncParsableCommand {
         }
         if let k = cpuK, k <= 0 { throw ValidationError("--cpu-k must be positive, got \(k)") }
         if (task == nil) != (input == nil) { throw ValidationError("--task and --input go together") }
+        if ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil {
+            throw ValidationError("run fleet bench itself, not under mpirun: it starts each mpi run under mpirun (-np workers + 1; --mpirun to change how)")
+        }
         #if !MPI
         if backend.contains(.mpi) {
             throw ValidationError("this fleet was built without the MPI trait, so it has no mpi backend: swift build -c release --traits MPI (scripts/bench does)")

@@ -173,5 +173,11 @@ func temporaryPath(_ name: String) -> String {
         }
         #expect(rows == ["futures/mpi": "ok", "tiny/mpi": "ok", "allreduce/mpi": "ok", "allreduce/mpi-c": "ok"], "\(out)")
     }
+
+    @Test func benchUnderMpirunSaysToRunItAlone() throws {
+        let run = try mpirun(1, "fleet", ["bench", "--backend", "mpi", "--workload", "tiny", "--runs", "1"], limit: 60)
+        #expect(run.status != 0)
+        #expect(run.output.contains("run fleet bench itself, not under mpirun"), "\(run.output)")
+    }
 }
 #endif
