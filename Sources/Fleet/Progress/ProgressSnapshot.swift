@@ -36,6 +36,8 @@ final class ProgressTracker: Sendable {
         var submitted = 0, completed = 0, failed = 0
         var lastEmit: UInt64 = 0
         var finished = false
+        /// Numbers the snapshots in the order they were taken.
+        var taken = 0
     }
 
     private let handler: @Sendable (ProgressSnapshot) -> Void
@@ -43,8 +45,12 @@ final class ProgressTracker: Sendable {
     private let total: Int?
     private let start = monotonicNanos()
     private let counts = Locked(Counts())
-    /// Serialises calls to the handler so snapshots arrive in order.
-    private let emitting = PthreadMutex()
+    /// The number of the last snapshot handed to the handler; held while
+    /// the handler runs, so calls never overlap, and a snapshot taken
+    /// before one already sent (a thread that lost the race to the lock)
+    /// is dropped, so the handler never sees the counts go back, and the
+    /// final snapshot is the last it sees.
+    private let sent = Locked(0)
 
     init(total: Int?, interval: Duration, handler: @escaping @Sendable (ProgressSnapshot) -> Void) {
         self.total = total
@@ -58,12 +64,12 @@ final class ProgressTracker: Sendable {
 
     func finished(completed: Int, failed: Int) {
         let now = monotonicNanos()
-        let snap = counts.withLock { c -> ProgressSnapshot? in
+        let snap = counts.withLock { c -> (Int, ProgressSnapshot)? in
             c.completed += completed
             c.failed += failed
             guard !c.finished, now &- c.lastEmit >= interval else { return nil }
             c.lastEmit = now
-            return snapshot(c, now: now, final: false)
+            return snapshot(&c, now: now, final: false)
         }
         if let snap { emit(snap) }
     }
@@ -71,20 +77,25 @@ final class ProgressTracker: Sendable {
     /// Sends the final snapshot (once).
     func end() {
         let now = monotonicNanos()
-        let snap = counts.withLock { c -> ProgressSnapshot? in
+        let snap = counts.withLock { c -> (Int, ProgressSnapshot)? in
             guard !c.finished else { return nil }
             c.finished = true
-            return snapshot(c, now: now, final: true)
+            return snapshot(&c, now: now, final: true)
         }
         if let snap { emit(snap) }
     }
 
-    private func snapshot(_ c: Counts, now: UInt64, final: Bool) -> ProgressSnapshot {
-        ProgressSnapshot(submitted: c.submitted, completed: c.completed, failed: c.failed, total: total,
-                         elapsed: .nanoseconds(Int64(now &- start)), isFinished: final)
+    private func snapshot(_ c: inout Counts, now: UInt64, final: Bool) -> (Int, ProgressSnapshot) {
+        c.taken += 1
+        return (c.taken, ProgressSnapshot(submitted: c.submitted, completed: c.completed, failed: c.failed, total: total,
+                                          elapsed: .nanoseconds(Int64(now &- start)), isFinished: final))
     }
 
-    private func emit(_ snap: ProgressSnapshot) {
-        emitting.withLock { handler(snap) }
+    private func emit(_ numbered: (Int, ProgressSnapshot)) {
+        sent.withLock { last in
+            guard numbered.0 > last else { return }
+            last = numbered.0
+            handler(numbered.1)
+        }
     }
 }
