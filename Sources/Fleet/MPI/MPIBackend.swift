@@ -78,10 +78,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     private var cancels: [(rank: Int, seq: UInt64)] = []
     private var nextSeq: UInt64 = 1
     private var rotation = 0
-    private var averageNanos: UInt64 = ProcessBackend.quickNanos * 2
-    private var pipelineDepth: Int {
-        averageNanos < ProcessBackend.quickNanos ? ProcessBackend.quickDepth : ProcessBackend.slowDepth
-    }
+    private var pipelining = Pipelining()
     private let startDeadline: UInt64
 
     // Driver thread.
@@ -258,7 +255,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
             entry.job.fail(FleetError.protocolViolation("bad reply from rank \(r.number): \(error)"))
             throw FleetError.protocolViolation("bad reply from rank \(r.number) on \(r.host): \(error)")
         }
-        mutex.withLock { averageNanos = (averageNanos * 7 + nanos) / 8 }
+        mutex.withLock { pipelining.record(nanos: nanos) }
     }
 
     /// Gives queued jobs to ranks with room, least loaded first, one
@@ -306,18 +303,16 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     }
 
     private func canTake(_ job: any RemoteJob, _ r: Rank) -> Bool {
-        if r.inFlight.isEmpty { return true }
         // A big request may wait behind one other, so the rank has its
         // next inputs at hand when it finishes (two at most: memory).
-        return r.inFlight.count < pipelineDepth && r.inFlight.last!.job.timeout == nil && job.timeout == nil
-            && (job.payload.totalCount <= ProcessBackend.smallPayload || r.inFlight.count < 2)
+        pipelining.admits(job, inFlight: r.inFlight.count, last: r.inFlight.last?.job, bigAllowed: r.inFlight.count < 2)
     }
 
     private func send(_ batch: [(UInt64, any RemoteJob)], to dest: Int) throws {
         let out = WireBuffer(capacity: 256)
         var big: [any RemoteJob] = []
         for (seq, job) in batch {
-            let separate = job.payload.totalCount > ProcessBackend.smallPayload || job.payload.hasExternals
+            let separate = job.payload.totalCount > Pipelining.smallPayload || job.payload.hasExternals
             let length = 9 + (separate ? 8 : job.payload.count)
             FrameHeader(length: UInt32(length), kind: .request, seq: seq, shared: separate).write(into: out)
             out.append(UInt32(job.taskID))

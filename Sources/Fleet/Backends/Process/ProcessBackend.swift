@@ -74,19 +74,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
     private let relay: OutputRelay
     let context: RemoteContext
 
-    /// Requests in flight per worker when they are small and quick (the
-    /// worker then finds the next ones waiting, and answers a burst of them
-    /// with one write), and when they are not (so a long one holds up
-    /// little behind it while another worker may be idle).
-    static let quickDepth = 32
-    static let slowDepth = 2
-    /// Below this worker time per request (moving average), requests count as quick.
-    static let quickNanos: UInt64 = 100_000
-    /// Moving average of worker time per request, in nanoseconds.
-    private var averageNanos: UInt64 = quickNanos * 2
-    private var pipelineDepth: Int { averageNanos < Self.quickNanos ? Self.quickDepth : Self.slowDepth }
-    /// Inputs up to this size may be pipelined behind other requests.
-    static let smallPayload = 1 << 16
+    private var pipelining = Pipelining()
 
     init(workers: Int, options: ProcessOptions, registry: Registry, name: String) {
         workerCount = workers
@@ -161,8 +149,9 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             let promised = slot.itemsDone + slot.inFlight.reduce(0) { $0 + $1.job.itemCount }
             if promised + job.itemCount > limit { return false }
         }
-        return slot.inFlight.count < pipelineDepth && slot.inFlight.last!.job.timeout == nil
-            && job.timeout == nil && (job.payload.count <= Self.smallPayload || job.payload.sharedOffset != nil)
+        // Big inputs in the shared arena cost the pipe nothing.
+        return pipelining.admits(job, inFlight: slot.inFlight.count, last: slot.inFlight.last?.job,
+                                 bigAllowed: job.payload.sharedOffset != nil)
     }
 
     /// Assigns up to `limit` queued jobs to `slot` and sends them, along
@@ -219,7 +208,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                     out.append(UInt64(job.payload.count))
                     continue
                 }
-                let big = job.payload.count > Self.smallPayload
+                let big = job.payload.count > Pipelining.smallPayload
                 FrameHeader(length: UInt32(9 + job.payload.count), kind: .request, seq: seq).write(into: out)
                 out.append(UInt32(job.taskID))
                 out.append(UInt32(job.attempt))
@@ -317,7 +306,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
             slot.link = link
             readyCount += 1
             readyCondition.broadcast()
-            sendLocked(slot, limit: pipelineDepth)
+            sendLocked(slot, limit: pipelining.depth)
             serve(slot, link, reader)
             let exit = link.reap()
             buryLink(slot, link, exit)
@@ -426,7 +415,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                     return
                 }
                 mutex.lock()
-                averageNanos = (averageNanos * 7 + nanos) / 8
+                pipelining.record(nanos: nanos)
                 slot.itemsDone += entry.job.itemCount
                 if let limit = options.recycleAfter, slot.itemsDone >= limit { slot.retiring = true }
                 if reader.hasBufferedFrame {
@@ -435,7 +424,7 @@ final class ProcessBackend: ExecutionBackend, @unchecked Sendable {
                     mutex.unlock()
                     continue
                 }
-                sendLocked(slot, limit: pipelineDepth)
+                sendLocked(slot, limit: pipelining.depth)
             case .fatal:
                 var r = WireReader(body)
                 let message = (try? r.readString()) ?? "unreadable message"
