@@ -117,9 +117,8 @@ public final class Communicator: @unchecked Sendable {
             var count: Int32 = 0
             try check(MPI_Get_count(&status, T.mpiElement.datatype, &count), "MPI_Get_count")
             var failure: Int32 = 0
-            let part = [T](unsafeUninitializedCapacity: Int(count)) { buffer, initialized in
+            let part = [T](filling: Int(count)) { buffer in
                 failure = MPI_Mrecv(buffer.baseAddress, count, T.mpiElement.datatype, &message, &status)
-                initialized = Int(count)
             }
             try check(failure, "MPI_Mrecv")
             if Int(count) < limit {
@@ -169,12 +168,11 @@ public final class Communicator: @unchecked Sendable {
             let c32 = counts.map { Int32($0) }, d32 = displacements.map { Int32($0) }
             let mine = counts[rank]
             var failure: Int32 = 0
-            let result = [T](unsafeUninitializedCapacity: mine) { buffer, initialized in
+            let result = [T](filling: mine) { buffer in
                 failure = values.withUnsafeBytes { send in
                     MPI_Scatterv(send.baseAddress, c32, d32, T.mpiElement.datatype, buffer.baseAddress, Int32(mine),
                                  T.mpiElement.datatype, Int32(root), comm)
                 }
-                initialized = mine
             }
             try check(failure, "MPI_Scatterv")
             return result
@@ -202,12 +200,11 @@ public final class Communicator: @unchecked Sendable {
             let c32 = counts.map { Int32($0) }, d32 = counts.prefixSums.map { Int32($0) }
             let total = rank == root ? counts.reduce(0, +) : 0
             var failure: Int32 = 0
-            let flat = [T](unsafeUninitializedCapacity: total) { buffer, initialized in
+            let flat = [T](filling: total) { buffer in
                 failure = values.withUnsafeBytes { send in
                     MPI_Gatherv(send.baseAddress, Int32(values.count), T.mpiElement.datatype, buffer.baseAddress,
                                 c32, d32, T.mpiElement.datatype, Int32(root), comm)
                 }
-                initialized = total
             }
             try check(failure, "MPI_Gatherv")
             return rank == root ? flat.split(counts) : nil
@@ -227,12 +224,11 @@ public final class Communicator: @unchecked Sendable {
             let c32 = counts.map { Int32($0) }, d32 = counts.prefixSums.map { Int32($0) }
             let total = counts.reduce(0, +)
             var failure: Int32 = 0
-            let flat = [T](unsafeUninitializedCapacity: total) { buffer, initialized in
+            let flat = [T](filling: total) { buffer in
                 failure = values.withUnsafeBytes { send in
                     MPI_Allgatherv(send.baseAddress, Int32(values.count), T.mpiElement.datatype, buffer.baseAddress,
                                    c32, d32, T.mpiElement.datatype, comm)
                 }
-                initialized = total
             }
             try check(failure, "MPI_Allgatherv")
             return flat.split(counts)
@@ -329,7 +325,7 @@ public final class Communicator: @unchecked Sendable {
 }
 
 func uninitializedArray<T: BitwiseCopyable>(_ n: Int) -> [T] {
-    [T](unsafeUninitializedCapacity: n) { _, initialized in initialized = n }
+    [T](filling: n) { _ in }
 }
 
 extension Array where Element == Int {

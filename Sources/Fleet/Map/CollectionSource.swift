@@ -46,7 +46,7 @@ extension Pool {
         try options.validate()  // before allocating the output
         let n = input.count
         if n == 0 { return try await collectOrdered(input, options: options, runner: .plain(transform)) }
-        var output = [R](unsafeUninitializedCapacity: n) { _, count in count = n }
+        var output = [R](filling: n) { _ in }
         let slots = OutputSlots(output.withUnsafeMutableBufferPointer { $0.baseAddress! })
         let runner: @Sendable (Range<Int>, ErrorMode) -> BatchOutput<R> = { range, _ in
             var out = BatchOutput<R>()

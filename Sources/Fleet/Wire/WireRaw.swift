@@ -73,10 +73,7 @@ extension Array: WireRaw where Element: WireTrivial {
     static func decodeRaw(from reader: inout WireReader) throws -> [Element] {
         let n = try reader.readCount(minBytes: MemoryLayout<Element>.stride)
         let raw = try reader.readBytes(n * MemoryLayout<Element>.stride)
-        return [Element](unsafeUninitializedCapacity: n) { out, initialized in
-            UnsafeMutableRawBufferPointer(out).copyMemory(from: raw)
-            initialized = n
-        }
+        return [Element](filling: n) { UnsafeMutableRawBufferPointer($0).copyMemory(from: raw) }
     }
 }
 
