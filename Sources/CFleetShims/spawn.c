@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -23,9 +24,30 @@ int cfleet_spawn(const char *path, char *const argv[], char *const envp[],
 #else
     (void)first_free;
 #endif
-    if (rc == 0) rc = posix_spawn(pid, path, &actions, NULL, argv, envp);
+    /* The worker leads a process group of its own, so that killing the
+       group ends whatever its tasks started too. */
+    posix_spawnattr_t attr;
+    int arc = posix_spawnattr_init(&attr);
+    if (arc != 0) {
+        posix_spawn_file_actions_destroy(&actions);
+        return arc;
+    }
+    if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    if (rc == 0) rc = posix_spawnattr_setpgroup(&attr, 0);
+    if (rc == 0) rc = posix_spawn(pid, path, &actions, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     return rc;
+}
+
+int cfleet_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 int cfleet_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }

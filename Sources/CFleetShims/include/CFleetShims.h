@@ -18,9 +18,14 @@ int cfleet_set_mmap_threshold(int bytes);
 /// Starts `path` with `argv` and `envp` (posix_spawn, no fork), after making
 /// `fds[2i]` the child's descriptor `fds[2i+1]` for each of `npairs` pairs,
 /// opening /dev/null as its stdin and closing every other descriptor from
-/// `first_free` up. Returns 0 and sets `*pid`, or an errno value.
+/// `first_free` up, in a process group of its own. Returns 0 and sets
+/// `*pid`, or an errno value.
 int cfleet_spawn(const char *path, char *const argv[], char *const envp[],
                  const int *fds, int npairs, int first_free, pid_t *pid);
+
+/// A descriptor that becomes readable when process `pid` exits (pidfd_open,
+/// close-on-exec); -1 with errno ENOSYS where the kernel has none.
+int cfleet_pidfd_open(pid_t pid);
 
 /// memfd_create with MFD_CLOEXEC; -1 on failure.
 int cfleet_memfd(const char *name);

@@ -20,31 +20,29 @@ struct RemoteNode<I: Codable & Sendable, O: Codable & Sendable>: RemoteNodeTask 
     func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws -> any RemoteJob {
         try GraphBatchJob(run: run, nodes: nodes, inputs: arguments.map(input), task: task,
                           taskID: context.registry.id(of: task), arena: context.arena,
-                          external: context.referencesBigArrays, attempt: 0)
+                          external: context.referencesBigArrays)
     }
 }
 
 /// A batch of ready graph nodes of one remote task, sent to a worker as one
 /// request.
 final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJob, @unchecked Sendable {
-    // Safe: `attempt` is read and written only under the backend's lock;
-    // everything else is immutable.
+    // Safe: every property is immutable; `payload` is written only while
+    // the job is made, before any other thread sees it.
     let run: GraphRun
     let nodes: [Int]
     let inputs: [I]
     let task: RemoteTask<I, O>
     let taskID: Int
     let payload: WireBuffer
-    var attempt: Int
 
     init(run: GraphRun, nodes: [Int], inputs: [I], task: RemoteTask<I, O>, taskID: Int, arena: SharedArena?,
-         external: Bool = false, attempt: Int) throws {
+         external: Bool = false) throws {
         self.run = run
         self.nodes = nodes
         self.inputs = inputs
         self.task = task
         self.taskID = taskID
-        self.attempt = attempt
         payload = try encodePayload(inputs, arena: arena, external: external)
     }
 
@@ -69,7 +67,7 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
         guard nodes.count > 1 else { return (nil, self, nil) }
         let cut = splitBatch(count: nodes.count, at: offset) { r in
             try GraphBatchJob(run: run, nodes: Array(nodes[r]), inputs: Array(inputs[r]), task: task, taskID: taskID,
-                              arena: payload.arena, external: payload.allowsExternal, attempt: attempt)
+                              arena: payload.arena, external: payload.allowsExternal)
         }
         run.split(into: cut.parts)
         return (cut.before, cut.culprit, cut.after)

@@ -17,11 +17,13 @@ import Musl
 //  futures / MapCore ◀── deliver ◀── reply frames ◀── Improbe/Mrecv ◀──────── rank r
 //                                     heartbeats both ways; deadlines; lost ranks
 //
-// Jobs are encoded once, on the thread that queues them; big arrays in
-// their inputs are referenced, not copied. The driver thread gives each
-// rank up to a few requests at a time (32 when they are quick, 2 when they
-// are slow or big; those with a time-out only to an idle rank), in one
-// message per rank per round, and polls for replies with a short spin,
+// This file is the transport: MPI messages, heartbeats, lost ranks. What
+// happens to work (the queue, pipelining, time-outs, shutdown) is decided
+// by the `Dispatcher` (Remote/Dispatcher.swift), the same one the
+// processes backend uses, under `mutex`. Jobs are encoded once, on the
+// thread that queues them; big arrays in their inputs are referenced, not
+// copied. The driver thread assigns work each round, sends each rank what
+// it was given in one message, and polls for replies with a short spin,
 // then yields, then naps. Every send is non-blocking, so a rank sending a
 // big reply while the driver sends it big inputs cannot deadlock.
 //
@@ -34,8 +36,9 @@ import Musl
 
 /// Runs remote tasks on the ranks 1 ..< size of an MPI job. See `Pool.mpi`.
 final class MPIBackend: RemoteBackend, @unchecked Sendable {
-    // Safe: every `var` shared with callers is guarded by `mutex`; those
-    // marked "driver thread" are used by the driver thread alone.
+    // Safe: `state`, `hosts`, `cancels` and `callbacks` are guarded by
+    // `mutex`; those marked "driver thread" are used by the driver thread
+    // alone.
     let kind = BackendKind.mpi
     let workerCount: Int
     var runsInline: Bool { false }
@@ -45,46 +48,26 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     let world: Communicator
     let comm: MPI_Comm
 
-    private final class Rank: @unchecked Sendable {
-        // Safe: guarded by the backend's `mutex`, except `lastHeard`
-        // (driver thread).
-        let number: Int
-        var host = "?"
-        var ready = false
-        var inFlight: [InFlight] = []
-        /// Requests failed by their time-out and still running there.
-        var expired: Set<UInt64> = []
-        var lastHeard: UInt64
-        init(number: Int, now: UInt64) {
-            self.number = number
-            lastHeard = now
-        }
-    }
-
-    private struct InFlight {
-        let seq: UInt64
-        let job: any RemoteJob
-        let deadline: UInt64?
-    }
-
     private let mutex = PthreadMutex()
     private let wake = PthreadCondition()
-    private var queue = Deque<any RemoteJob>()
-    private var ranks: [Rank]
-    private var policy: ShutdownPolicy?
-    private var broken: FleetError?
-    private var finished = false
+    private var state: Dispatcher<RemoteWork>
+    /// Each rank's host, from its hello.
+    private var hosts: [String]
+    /// Requests whose operation was cancelled, to tell their ranks.
+    private var cancels: [(worker: Int, seq: UInt64)] = []
     private var callbacks: [@Sendable () -> Void] = []
-    private var cancels: [(rank: Int, seq: UInt64)] = []
-    private var nextSeq: UInt64 = 1
-    private var rotation = 0
-    private var pipelining = Pipelining()
     private let startDeadline: UInt64
 
     // Driver thread.
     private var sends = PendingSends()
     private let inbox = WireBuffer(capacity: 1 << 16)
     private var nextBeat: UInt64 = 0
+    private var lastHeard: [UInt64]
+
+    /// How often the driver thread checks heartbeats and deadlines.
+    private static let tickNanos: UInt64 = 5_000_000
+    /// How long the driver waits for its goodbyes to leave at the end.
+    private static let goodbyeNanos: UInt64 = 5_000_000_000
 
     init(world: Communicator, comm: MPI_Comm, registry: Registry, options: MPIOptions) {
         self.world = world
@@ -94,33 +77,50 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         workerCount = world.size - 1
         // Big inputs are sent from the caller's own arrays (see `send`).
         context = RemoteContext(registry: registry, arena: nil, referencesBigArrays: true)
+        state = Dispatcher(.init(workers: workerCount, retries: 0, recycleAfter: nil, replaceable: false,
+                                 bigMayWaitBehindOne: true))
+        hosts = Array(repeating: "?", count: workerCount)
         let now = monotonicNanos()
         startDeadline = now &+ options.startTimeout.nanoseconds
-        ranks = (1..<world.size).map { Rank(number: $0, now: now) }
+        lastHeard = Array(repeating: now, count: workerCount)
         spawnThread(name: "fleet-mpi-driver") { [self] in drive() }
     }
 
-    private func rank(_ number: Int) -> Rank? { number >= 1 && number <= ranks.count ? ranks[number - 1] : nil }
+    /// Rank numbers are worker indices + 1.
+    private func worker(ofRank rank: Int) -> Int? { rank >= 1 && rank <= workerCount ? rank - 1 : nil }
 
-    // MARK: Queueing
+    // MARK: Events in
 
     func enqueue(_ job: any Job) throws {
         let remote = try remoteJob(job, place: "on MPI ranks")
-        mutex.lock()
-        defer { mutex.unlock() }
-        if policy != nil { throw FleetError.poolShutDown }
-        if let broken { throw broken }
-        queue.append(remote)
-        wake.signal()
+        try mutex.withLock {
+            _ = try state.enqueue(RemoteWork(job: remote), assign: false)
+            wake.signal()
+        }
+    }
+
+    func beginShutdown(_ policy: ShutdownPolicy) {
+        let effects = mutex.withLock {
+            wake.broadcast()
+            return state.shutdown(policy)
+        }
+        settle(effects)
+    }
+
+    func onTermination(_ callback: @escaping @Sendable () -> Void) {
+        let now = mutex.withLock {
+            if state.isTerminated { return true }
+            callbacks.append(callback)
+            return false
+        }
+        if now { callback() }
     }
 
     private func cancelRunning(_ token: CancellationToken) {
-        mutex.lock()
-        defer { mutex.unlock() }
-        for r in ranks {
-            for entry in r.inFlight where entry.job.token === token { cancels.append((r.number, entry.seq)) }
+        mutex.withLock {
+            cancels += state.requests(of: ObjectIdentifier(token))
+            wake.signal()
         }
-        wake.signal()
     }
 
     // MARK: The driver thread
@@ -137,7 +137,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
                 let now = monotonicNanos()
                 if now >= nextTick {
                     try tick(now)
-                    nextTick = now &+ 5_000_000
+                    nextTick = now &+ Self.tickNanos
                 }
             } catch let error as FleetError {
                 fail(error)
@@ -145,18 +145,16 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
                 fail(.protocolViolation("\(error)"))
             }
             mutex.lock()
-            let busy = ranks.contains { !$0.inFlight.isEmpty } || !queue.isEmpty || !cancels.isEmpty
-            // Timed-out tasks still running on their ranks are waited for,
-            // so the ranks can stop cleanly, unless the shutdown kills them.
-            let lingering = policy != .killRunning && ranks.contains { !$0.expired.isEmpty }
-            if broken != nil || (policy != nil && !busy && !lingering) {
+            // Every rank has been told to stop (or the job is broken).
+            if state.isTerminated {
                 mutex.unlock()
                 break
             }
+            let busy = state.isBusy || !cancels.isEmpty
             if progressed {
                 mutex.unlock()
                 backoff.reset()
-            } else if !busy && ranks.allSatisfy(\.ready) {
+            } else if !busy && state.readyCount == workerCount {
                 // Idle: sleep until work comes or the next heartbeat is due.
                 wake.wait(mutex, untilNanos: min(nextTick, nextBeat))
                 mutex.unlock()
@@ -174,185 +172,164 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         var count = 0
         while count < 64, let arrival = try world.poll(source: cmpi_any_source(), tag: cmpi_any_tag(), on: comm) {
             count += 1
-            guard let r = rank(arrival.source) else { throw FleetError.protocolViolation("a message from rank \(arrival.source)") }
-            r.lastHeard = monotonicNanos()
+            guard let w = worker(ofRank: arrival.source) else {
+                throw FleetError.protocolViolation("a message from rank \(arrival.source)")
+            }
+            lastHeard[w] = monotonicNanos()
             inbox.removeAll()
             try world.receive(arrival, into: inbox, on: comm)
-            if arrival.tag == ExecutorTag.frames { try readFrames(from: r) }
+            if arrival.tag == ExecutorTag.frames { try readFrames(from: w) }
         }
         return count > 0
     }
 
-    private func readFrames(from r: Rank) throws {
+    private func readFrames(from w: Int) throws {
         let bytes = inbox.bytes
         var at = 0
         while at < bytes.count {
             let header = try FrameHeader.parse(UnsafeRawBufferPointer(rebasing: bytes[at...]), maxLength: Int(UInt32.max))
             let end = at + FrameHeader.size + Int(header.length)
             guard end <= bytes.count else {
-                throw FleetError.protocolViolation("rank \(r.number): a frame runs past the end of its message")
+                throw FleetError.protocolViolation("\(name(w)): a frame runs past the end of its message")
             }
             var body = WireReader(UnsafeRawBufferPointer(rebasing: bytes[(at + FrameHeader.size)..<end]))
             at = end
             switch header.kind {
-            case .hello: try hello(r, &body)
-            case .reply: try reply(r, header.seq, &body)
+            case .hello: try hello(w, &body)
+            case .reply: try reply(w, header.seq, &body)
             case .fatal:
                 let message = (try? body.readString()) ?? "unreadable message"
-                throw FleetError.protocolViolation("rank \(r.number) on \(r.host): \(message)")
+                throw FleetError.protocolViolation("\(name(w)): \(message)")
             default:
-                throw FleetError.protocolViolation("rank \(r.number) sent a \(header.kind) frame")
+                throw FleetError.protocolViolation("\(name(w)) sent a \(header.kind) frame")
             }
         }
     }
 
-    private func hello(_ r: Rank, _ body: inout WireReader) throws {
-        do {
-            let version = try body.read(UInt16.self)
-            _ = try body.read(Int32.self)
-            let fingerprint = try body.read(UInt64.self)
-            let n = try body.readCount(minBytes: 4)
-            var signatures: [String] = []
-            for _ in 0..<n { signatures.append(try body.readString()) }
-            let host = try body.readString()
-            mutex.withLock { r.host = host }
-            guard version == wireProtocolVersion else {
-                throw FleetError.workerStartFailed(
-                    "rank \(r.number) on \(host) speaks protocol version \(version), the driver \(wireProtocolVersion)")
-            }
-            guard fingerprint == registry.fingerprint else {
-                throw FleetError.workerStartFailed(
-                    "rank \(r.number) on \(host) runs a program built from different code: \(registry.difference(from: signatures))")
-            }
-        } catch let error as FleetError {
-            throw error
-        } catch {
-            throw FleetError.workerStartFailed("unreadable hello from rank \(r.number): \(error)")
+    private func name(_ w: Int) -> String { "rank \(w + 1) on \(mutex.withLock { hosts[w] })" }
+
+    private func hello(_ w: Int, _ body: inout WireReader) throws {
+        let hello: Hello
+        do { hello = try Hello(&body, withHost: true) } catch {
+            throw FleetError.workerStartFailed("unreadable hello from rank \(w + 1): \(error)")
         }
+        mutex.withLock { hosts[w] = hello.host ?? "?" }
+        try hello.check(against: registry, who: name(w))
         // Tell the rank how often to expect word from here.
         try sendControl([ControlWord.configure.rawValue, options.heartbeatInterval.nanoseconds,
-                         options.heartbeatTimeout.nanoseconds], to: r.number)
-        mutex.withLock {
-            r.ready = true
+                         options.heartbeatTimeout.nanoseconds], to: w)
+        let effects = mutex.withLock {
             wake.broadcast()
+            return state.ready(w)
         }
+        settle(effects)
     }
 
-    private func reply(_ r: Rank, _ seq: UInt64, _ body: inout WireReader) throws {
-        mutex.lock()
-        guard let i = r.inFlight.firstIndex(where: { $0.seq == seq }) else {
-            let late = r.expired.remove(seq) != nil
-            mutex.unlock()
-            if late { return }  // its time-out has failed it already
-            throw FleetError.protocolViolation("rank \(r.number) answered request \(seq), which is not in flight")
-        }
-        let entry = r.inFlight.remove(at: i)
-        mutex.unlock()
+    private func reply(_ w: Int, _ seq: UInt64, _ body: inout WireReader) throws {
         let nanos = try body.read(UInt64.self)
-        do {
-            try entry.job.deliver(&body, nanos: nanos)
-        } catch {
-            entry.job.fail(FleetError.protocolViolation("bad reply from rank \(r.number): \(error)"))
-            throw FleetError.protocolViolation("bad reply from rank \(r.number) on \(r.host): \(error)")
-        }
-        mutex.withLock { pipelining.record(nanos: nanos) }
-    }
-
-    /// Gives queued jobs to ranks with room, least loaded first, one
-    /// message of frames per rank; sends pending cancellations.
-    private func dispatch() throws -> Bool {
-        mutex.lock()
-        let cancelNow = cancels
-        cancels = []
-        var plan: [(Rank, [(UInt64, any RemoteJob)])] = []
-        var skipped: [any RemoteJob] = []
-        var watch: [CancellationToken] = []
-        if !queue.isEmpty {
-            // One job at a time to the least loaded rank that can take it,
-            // ties going round the ranks, so a short queue is spread out.
-            var batches: [Int: [(UInt64, any RemoteJob)]] = [:]
-            let open = ranks.filter { $0.ready && $0.expired.isEmpty }
-            rotation = (rotation + 1) % max(1, open.count)
-            while let job = queue.first {
-                var best: Rank?
-                for k in open.indices {
-                    let r = open[(k + rotation) % open.count]
-                    if canTake(job, r), best.map({ r.inFlight.count < $0.inFlight.count }) ?? true { best = r }
-                }
-                guard let r = best else { break }
-                queue.removeFirst()
-                guard job.begin() else {
-                    skipped.append(job)
-                    continue
-                }
-                let seq = nextSeq
-                nextSeq += 1
-                let deadline = job.timeout.map { monotonicNanos() &+ $0.nanoseconds }
-                r.inFlight.append(InFlight(seq: seq, job: job, deadline: deadline))
-                batches[r.number, default: []].append((seq, job))
-                if let token = job.token, token.startForwarding() { watch.append(token) }
+        switch mutex.withLock({ state.replied(w, seq: seq, nanos: nanos, refill: false) }) {
+        case .deliver(let work, _, let effects):
+            settle(effects)
+            do {
+                try work.job.deliver(&body, nanos: nanos)
+            } catch {
+                work.job.fail(FleetError.protocolViolation("bad reply from \(name(w)): \(error)"))
+                throw FleetError.protocolViolation("bad reply from \(name(w)): \(error)")
             }
-            plan = batches.sorted { $0.key < $1.key }.map { (rank($0.key)!, $0.value) }
+        case .late(let effects):
+            settle(effects)  // its time-out has failed it already
+        case .unexpected:
+            throw FleetError.protocolViolation("\(name(w)) answered request \(seq), which is not in flight")
         }
-        mutex.unlock()
-        for token in watch { token.onCancel { [weak self] in self?.cancelRunning(token) } }
-        for job in skipped { job.skip() }
-        for (r, seq) in cancelNow { try sendControl([ControlWord.cancel.rawValue, seq], to: r) }
-        for (r, batch) in plan { try send(batch, to: r.number) }
-        return !plan.isEmpty || !skipped.isEmpty || !cancelNow.isEmpty
     }
 
-    private func canTake(_ job: any RemoteJob, _ r: Rank) -> Bool {
-        // A big request may wait behind one other, so the rank has its
-        // next inputs at hand when it finishes (two at most: memory).
-        pipelining.admits(job, inFlight: r.inFlight.count, last: r.inFlight.last?.job, bigAllowed: r.inFlight.count < 2)
+    /// Gives queued jobs to ranks with room and sends each rank what it
+    /// was given in one message; sends pending cancellations.
+    private func dispatch() throws -> Bool {
+        let (effects, cancelNow, outboxes) = mutex.withLock {
+            defer { cancels = [] }
+            let effects = state.assign()
+            // Whatever any event gave a rank since the last round.
+            return (effects, cancels, (0..<workerCount).map { state.takeOutbox($0) })
+        }
+        settle(effects)
+        for (w, seq) in cancelNow + effects.cancel { try sendControl([ControlWord.cancel.rawValue, seq], to: w) }
+        var sent = false
+        for (w, outbox) in outboxes.enumerated() where !outbox.requests.isEmpty || outbox.goodbye {
+            try send(outbox.requests, goodbye: outbox.goodbye, to: w)
+            sent = true
+        }
+        return sent || !effects.skipped.isEmpty || !cancelNow.isEmpty
     }
 
-    private func send(_ batch: [(UInt64, any RemoteJob)], to dest: Int) throws {
+    /// Runs what the dispatcher decided that needs no MPI call (driver or
+    /// caller thread alike): completions, cancellation forwarding; MPI
+    /// sends are queued for the driver thread.
+    private func settle(_ effects: Effects<RemoteWork>) {
+        for work in effects.skipped { work.job.skip() }
+        for work in effects.watch {
+            if let token = work.job.token, token.startForwarding() {
+                _ = token.onCancel { [weak self] in self?.cancelRunning(token) }
+            }
+        }
+        if !effects.cancel.isEmpty || !effects.flush.isEmpty {
+            mutex.withLock {
+                cancels += effects.cancel
+                wake.signal()
+            }
+        }
+        for (work, error) in effects.failed { work.job.fail(error) }
+        for (work, reason) in effects.discarded { work.job.discard(reason) }
+        if effects.finished { runCallbacks() }
+    }
+
+    /// Sends rank `w` the requests (and goodbye) it was given, in one
+    /// message; big inputs follow in messages of their own.
+    private func send(_ requests: [Outgoing<RemoteWork>], goodbye: Bool, to w: Int) throws {
         let out = WireBuffer(capacity: 256)
         var big: [any RemoteJob] = []
-        for (seq, job) in batch {
-            let separate = job.payload.totalCount > Pipelining.smallPayload || job.payload.hasExternals
-            let length = 9 + (separate ? 8 : job.payload.count)
-            FrameHeader(length: UInt32(length), kind: .request, seq: seq, shared: separate).write(into: out)
-            out.append(UInt32(job.taskID))
-            out.append(UInt32(job.attempt))
-            out.append(UInt8(job.mode == .failFast ? 0 : 1))
+        for request in requests {
+            let payload = request.job.job.payload
+            let separate = payload.totalCount > Pipelining.smallPayload || payload.hasExternals
+            appendRequestHead(request, inputBytes: separate ? 8 : payload.count, shared: separate, to: out)
             if separate {
-                out.append(UInt64(job.payload.totalCount))
-                big.append(job)
+                out.append(UInt64(payload.totalCount))
+                big.append(request.job.job)
             } else {
-                out.append(job.payload.bytes)
+                out.append(payload.bytes)
             }
         }
-        try sendBuffer(out, to: dest, tag: ExecutorTag.frames)
-        for job in big { try sendBuffer(job.payload, to: dest, tag: ExecutorTag.payload) }
+        if goodbye { try? appendFrame(.shutdown, seq: 0, to: out) { _ in } }
+        guard out.count > 0 else { return }
+        try sendBuffer(out, to: w, tag: ExecutorTag.frames)
+        for job in big { try sendBuffer(job.payload, to: w, tag: ExecutorTag.payload) }
+        if goodbye { settle(mutex.withLock { state.left(w) }) }
     }
 
     /// Sends `buffer` as one message per run of bytes: its own, and the
     /// arrays it references, each from where it is (no copy; contiguous
     /// memory, so MPI can move it in a single copy). The receiver knows
     /// the total and takes messages until it has it all.
-    private func sendBuffer(_ buffer: WireBuffer, to dest: Int, tag: Int32) throws {
+    private func sendBuffer(_ buffer: WireBuffer, to w: Int, tag: Int32) throws {
         do {
             try buffer.forEachSegment { piece in
                 guard piece.count > 0 else { return }
-                try sends.send(piece.baseAddress, count: piece.count, owner: buffer, to: dest, tag: tag, on: comm,
+                try sends.send(piece.baseAddress, count: piece.count, owner: buffer, to: w + 1, tag: tag, on: comm,
                                limit: world.chunkElements(1))
             }
         } catch {
-            throw lost(dest, "sending to it failed: \(error)")
+            throw lost(w, "sending to it failed: \(error)")
         }
     }
 
-    private func sendControl(_ words: [UInt64], to dest: Int) throws {
+    private func sendControl(_ words: [UInt64], to w: Int) throws {
         let message = ControlMessage(words)
         try message.words.withUnsafeBytes { raw in
             do {
-                try sends.send(raw.baseAddress, count: raw.count, owner: message, to: dest, tag: ExecutorTag.control,
+                try sends.send(raw.baseAddress, count: raw.count, owner: message, to: w + 1, tag: ExecutorTag.control,
                                on: comm, limit: world.chunkElements(1))
             } catch {
-                throw lost(dest, "sending to it failed: \(error)")
+                throw lost(w, "sending to it failed: \(error)")
             }
         }
     }
@@ -360,54 +337,44 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     /// Heartbeats, time-outs, lost ranks, the start deadline.
     private func tick(_ now: UInt64) throws {
         if now >= nextBeat {
-            for r in ranks { try sendControl([ControlWord.heartbeat.rawValue], to: r.number) }
+            let serving = mutex.withLock { state.workers.map { $0.phase == .ready || $0.phase == .retiring } }
+            for w in 0..<workerCount where serving[w] { try sendControl([ControlWord.heartbeat.rawValue], to: w) }
             nextBeat = now &+ options.heartbeatInterval.nanoseconds
         }
-        mutex.lock()
-        var expired: [(InFlight, Int)] = []
-        var silent: (Rank, UInt64)?
-        for r in ranks {
-            for entry in r.inFlight where entry.deadline.map({ $0 <= now }) ?? false {
-                expired.append((entry, r.number))
-                r.expired.insert(entry.seq)
-                cancels.append((r.number, entry.seq))
-            }
-            r.inFlight.removeAll { entry in expired.contains { $0.0.seq == entry.seq } }
-            let limit = r.ready ? options.heartbeatTimeout.nanoseconds : startDeadline &- min(startDeadline, r.lastHeard)
-            if silent == nil, now &- r.lastHeard > limit { silent = (r, now &- r.lastHeard) }
+        let (effects, phases) = mutex.withLock {
+            var effects = Effects<RemoteWork>()
+            for (w, seq) in state.overdue(now: now) { effects.merge(state.timeUp(w, seq: seq)) }
+            return (effects, state.workers.map(\.phase))
         }
-        mutex.unlock()
-        for (entry, _) in expired {
-            entry.job.fail(FleetError.timedOut(item: entry.job.firstIndex, after: entry.job.timeout ?? .zero))
-        }
-        if let (r, quiet) = silent {
-            if mutex.withLock({ r.ready }) {
-                throw lost(r.number, "nothing heard from it for \(quiet / 1_000_000) ms (heartbeat time-out \(options.heartbeatTimeout))")
+        settle(effects)
+        for w in 0..<workerCount {
+            let quiet = now &- lastHeard[w]
+            if phases[w] == .ready || phases[w] == .retiring {
+                if quiet > options.heartbeatTimeout.nanoseconds {
+                    throw lost(w, "nothing heard from it for \(quiet / 1_000_000) ms (heartbeat time-out \(options.heartbeatTimeout))")
+                }
+            } else if phases[w] == .starting && now > startDeadline {
+                throw FleetError.workerStartFailed("rank \(w + 1) did not reach Pool.mpi within \(options.startTimeout)")
             }
-            throw FleetError.workerStartFailed("rank \(r.number) did not reach Pool.mpi within \(options.startTimeout)")
         }
     }
 
-    private func lost(_ number: Int, _ why: String) -> FleetError {
-        mutex.lock()
-        defer { mutex.unlock() }
-        let r = rank(number)
-        let item = r?.inFlight.lazy.compactMap(\.job.firstIndex).first
-        return FleetError.rankLost(rank: number, host: r?.host ?? "?", item: item, why: why)
+    private func lost(_ w: Int, _ why: String) -> FleetError {
+        mutex.withLock {
+            let item = state.inFlight(w).lazy.compactMap(\.job.firstIndex).first
+            return FleetError.rankLost(rank: w + 1, host: hosts[w], item: item, why: why)
+        }
     }
 
     /// The job cannot go on: fail everything, and end the job after the
     /// grace period.
     private func fail(_ error: FleetError) {
-        mutex.lock()
-        if broken == nil { broken = error }
-        let jobs = Array(queue) + ranks.flatMap { $0.inFlight.map(\.job) }
-        queue.removeAll()
-        for r in ranks { r.inFlight.removeAll() }
-        wake.broadcast()
-        mutex.unlock()
+        let effects = mutex.withLock {
+            wake.broadcast()
+            return state.breakPool(error, failRunning: true)
+        }
         writeStderr("fleet: \(error)\n")
-        for job in jobs { job.fail(error) }
+        settle(effects)
         if case .rankLost = error {
             let grace = options.lostRankGrace
             spawnThread(name: "fleet-mpi-grace") {
@@ -417,74 +384,40 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         }
     }
 
-    /// The driver thread's last act: tells the ranks to stop (unless the
-    /// job is broken), then runs the termination callbacks.
+    /// The driver thread's last act: lets the goodbyes leave, then makes
+    /// sure the termination callbacks have run.
     private func end() {
-        if mutex.withLock({ broken == nil }) {
-            let out = WireBuffer()
-            try? appendFrame(.shutdown, seq: 0, to: out) { _ in }
-            for r in ranks { try? sends.send(out.bytes.baseAddress, count: out.count, owner: out, to: r.number,
-                                             tag: ExecutorTag.frames, on: comm, limit: world.chunkElements(1)) }
-            let deadline = monotonicNanos() &+ 5_000_000_000
-            var backoff = Backoff()
-            while !sends.isEmpty && monotonicNanos() < deadline {
-                if (try? sends.progress()) != true { backoff.pause() }
-            }
+        let deadline = monotonicNanos() &+ Self.goodbyeNanos
+        var backoff = Backoff()
+        while !sends.isEmpty && monotonicNanos() < deadline {
+            if (try? sends.progress()) != true { backoff.pause() }
         }
-        mutex.lock()
-        finished = true
-        let run = callbacks
-        callbacks = []
-        wake.broadcast()
-        mutex.unlock()
+        mutex.withLock {
+            driverDone = true
+            wake.broadcast()
+        }
+        runCallbacks()
+    }
+
+    /// True once the driver thread has ended.
+    private var driverDone = false
+
+    private func runCallbacks() {
+        let run = mutex.withLock {
+            defer { callbacks = [] }
+            return callbacks
+        }
         for callback in run { callback() }
     }
 
-    // MARK: Readiness, shutdown, the end of the job
+    // MARK: Readiness, the end of the job
 
     /// Blocks until every rank has answered, or throws why not.
     func waitUntilReady() throws {
         mutex.lock()
         defer { mutex.unlock() }
-        while !ranks.allSatisfy(\.ready) && broken == nil && !finished { wake.wait(mutex) }
-        if let broken { throw broken }
-    }
-
-    func beginShutdown(_ policy: ShutdownPolicy) {
-        mutex.lock()
-        if self.policy == nil { self.policy = policy }
-        var dropped: [any RemoteJob] = []
-        if policy.dropsQueued {
-            dropped = Array(queue)
-            queue.removeAll()
-        }
-        if policy == .killRunning {
-            // A rank cannot be killed and replaced: its work is failed here
-            // and cancelled there, and the rank takes nothing new until it
-            // returns.
-            for r in ranks {
-                for entry in r.inFlight {
-                    dropped.append(entry.job)
-                    r.expired.insert(entry.seq)
-                    cancels.append((r.number, entry.seq))
-                }
-                r.inFlight.removeAll()
-            }
-        }
-        wake.broadcast()
-        mutex.unlock()
-        for job in dropped { job.discard(.cancelled) }
-    }
-
-    func onTermination(_ callback: @escaping @Sendable () -> Void) {
-        mutex.lock()
-        if finished {
-            mutex.unlock()
-            callback()
-            return
-        }
-        callbacks.append(callback)
-        mutex.unlock()
+        while state.readyCount < workerCount && state.brokenError == nil && !driverDone { wake.wait(mutex) }
+        if let broken = state.brokenError { throw broken }
     }
 
     /// At the end of the program: stops the ranks and says whether MPI can
@@ -494,9 +427,9 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         beginShutdown(.cancelPending)
         mutex.lock()
         defer { mutex.unlock() }
-        let deadline = monotonicNanos() &+ 5_000_000_000
-        while !finished && monotonicNanos() < deadline { wake.wait(mutex, untilNanos: deadline) }
-        return finished && broken == nil && ranks.allSatisfy { $0.expired.isEmpty }
+        let deadline = monotonicNanos() &+ Self.goodbyeNanos
+        while !driverDone && monotonicNanos() < deadline { wake.wait(mutex, untilNanos: deadline) }
+        return driverDone && state.brokenError == nil && !state.hasLingering
     }
 }
 #endif

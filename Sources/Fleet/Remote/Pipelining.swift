@@ -7,6 +7,10 @@
 struct Pipelining {
     static let quickDepth = 32
     static let slowDepth = 2
+    /// Requests a worker is given as work is queued; more come as its
+    /// replies do, many in one write (a write per queued job would cost
+    /// more than the pipelining saves).
+    static let eagerDepth = 2
     /// Below this worker time per request (moving average), requests count as quick.
     static let quickNanos: UInt64 = 100_000
     /// Inputs up to this size may be pipelined behind other requests.
@@ -20,12 +24,13 @@ struct Pipelining {
     /// Adds one request's worker time to the average.
     mutating func record(nanos: UInt64) { averageNanos = (averageNanos * 7 + nanos) / 8 }
 
-    /// Whether a worker with `inFlight` requests, the last of them `last`,
-    /// may take `job` now. `bigAllowed` says whether the backend can queue
-    /// a request with big inputs behind others.
-    func admits(_ job: any RemoteJob, inFlight: Int, last: (any RemoteJob)?, bigAllowed: Bool) -> Bool {
-        guard inFlight > 0, let last else { return true }
-        return inFlight < depth && last.timeout == nil && job.timeout == nil
-            && (job.payload.totalCount <= Self.smallPayload || bigAllowed)
+    /// Whether a worker with `inFlight` requests (the last with time-out
+    /// `lastTimeout`) may take a request with `inputBytes` of inputs and
+    /// time-out `timeout` now. `bigAllowed` says whether the backend can
+    /// queue a request with big inputs behind others.
+    func admits(inputBytes: Int, timeout: Duration?, inFlight: Int, lastTimeout: Duration?, bigAllowed: Bool) -> Bool {
+        guard inFlight > 0 else { return true }
+        return inFlight < depth && lastTimeout == nil && timeout == nil
+            && (inputBytes <= Self.smallPayload || bigAllowed)
     }
 }

@@ -11,7 +11,6 @@ protocol RemoteBackend: ExecutionBackend {
     var context: RemoteContext { get }
 }
 
-extension ProcessBackend: RemoteBackend {}
 
 extension RemoteBackend {
     /// `job` as a request for a remote worker, or `FleetError.notRemote`
@@ -36,5 +35,52 @@ func appendHello(_ registry: Registry, host: String? = nil, to out: WireBuffer) 
         b.append(UInt64(registry.signatures.count))
         for s in registry.signatures { b.appendString(s) }
         if let host { b.appendString(host) }
+    }
+}
+
+/// The bytes of a request's header fields after the frame header: task id,
+/// attempt, mode.
+let requestHeadBytes = 9
+
+/// Appends request `seq`'s frame header and head fields; the caller appends
+/// `inputBytes` of inputs (or, with `shared`, where they are).
+func appendRequestHead(_ request: Outgoing<RemoteWork>, inputBytes: Int, shared: Bool, to out: WireBuffer) {
+    let job = request.job.job
+    FrameHeader(length: UInt32(requestHeadBytes + inputBytes), kind: .request, seq: request.seq, shared: shared)
+        .write(into: out)
+    out.append(UInt32(job.taskID))
+    out.append(UInt32(request.attempt))
+    out.append(UInt8(job.mode == .failFast ? 0 : 1))
+}
+
+/// What a worker's hello says: checked against the driver's own registry.
+struct Hello {
+    let version: UInt16
+    let fingerprint: UInt64
+    let signatures: [String]
+    /// The host's name (MPI ranks only).
+    var host: String?
+
+    init(_ body: inout WireReader, withHost: Bool) throws {
+        version = try body.read(UInt16.self)
+        _ = try body.read(Int32.self)
+        fingerprint = try body.read(UInt64.self)
+        let n = try body.readCount(minBytes: 4)
+        var signatures: [String] = []
+        for _ in 0..<n { signatures.append(try body.readString()) }
+        self.signatures = signatures
+        if withHost { host = try body.readString() }
+    }
+
+    /// Throws `workerStartFailed` naming `who` if the worker speaks another
+    /// protocol version or was built from other code.
+    func check(against registry: Registry, who: String) throws {
+        guard version == wireProtocolVersion else {
+            throw FleetError.workerStartFailed("\(who) speaks protocol version \(version), the driver \(wireProtocolVersion)")
+        }
+        guard fingerprint == registry.fingerprint else {
+            throw FleetError.workerStartFailed(
+                "\(who) runs a program built from different code: \(registry.difference(from: signatures))")
+        }
     }
 }

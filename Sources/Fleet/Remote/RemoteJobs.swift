@@ -12,8 +12,6 @@ protocol RemoteJob: Job {
     var timeout: Duration? { get }
     /// Retries allowed after a worker dies running this job (nil: the pool's).
     var retries: Int? { get }
-    /// Tries made so far. Read and written only under the backend's lock.
-    var attempt: Int { get set }
     /// The index of the first item, for errors (nil: a submitted call).
     var firstIndex: Int? { get }
     var itemCount: Int { get }
@@ -97,15 +95,15 @@ struct RemoteMapping<I: Codable & Sendable, O: Codable & Sendable>: RemoteBatchM
     @usableFromInline
     func makeJob(core: MapCore<O>, start: Int, items: [I], timeout: Duration?, context: RemoteContext) throws -> any RemoteJob {
         try RemoteBatchJob(core: core, start: start, items: items, mapping: self,
-                           taskID: context.registry.id(of: task), timeout: timeout, attempt: 0, arena: context.arena,
+                           taskID: context.registry.id(of: task), timeout: timeout, arena: context.arena,
                            external: context.referencesBigArrays)
     }
 }
 
 /// A batch of a map, sent to a worker as one frame.
 final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJob, @unchecked Sendable {
-    // Safe: `attempt` is read and written only under the backend's lock;
-    // everything else is immutable.
+    // Safe: every property is immutable; `payload` is written only while
+    // the job is made, before any other thread sees it.
     let core: MapCore<O>
     let start: Int
     let items: [I]
@@ -113,17 +111,15 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     let taskID: Int
     let timeout: Duration?
     let payload: WireBuffer
-    var attempt: Int
 
     init(core: MapCore<O>, start: Int, items: [I], mapping: RemoteMapping<I, O>, taskID: Int,
-         timeout: Duration?, attempt: Int, arena: SharedArena?, external: Bool = false) throws {
+         timeout: Duration?, arena: SharedArena?, external: Bool = false) throws {
         self.core = core
         self.start = start
         self.items = items
         self.mapping = mapping
         self.taskID = taskID
         self.timeout = timeout
-        self.attempt = attempt
         payload = try encodePayload(items, arena: arena, external: external)
     }
 
@@ -158,7 +154,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
         guard items.count > 1 else { return (nil, self, nil) }
         let cut = splitBatch(count: items.count, at: offset) { range in
             try RemoteBatchJob(core: core, start: start + range.lowerBound, items: Array(items[range]), mapping: mapping,
-                               taskID: taskID, timeout: timeout, attempt: attempt, arena: payload.arena,
+                               taskID: taskID, timeout: timeout, arena: payload.arena,
                                external: payload.allowsExternal)
         }
         core.split(into: cut.parts)
@@ -176,16 +172,15 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
 
 /// One submitted call of a remote task: its future's state and its job.
 final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureState<O>, RemoteJob, @unchecked Sendable {
-    // Safe: `attempt` and `begun` are read and written only under the
-    // backend's lock (or, on serial and threads, by the one worker running
-    // the job); everything else is immutable.
+    // Safe: `begun` is read and written only under the backend's lock (or,
+    // on serial and threads, by the one worker running the job); everything
+    // else is immutable.
     let task: RemoteTask<I, O>
     let input: I
     let taskID: Int
     let timeout: Duration?
     let retries: Int?
     let payload: WireBuffer
-    var attempt = 0
     private var begun = false
 
     init(task: RemoteTask<I, O>, input: I, taskID: Int, timeout: Duration?, retries: Int?, context: RemoteContext?) throws {
@@ -242,4 +237,23 @@ final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureS
     }
 
     func discard(_ reason: FleetError) { complete(.failure(reason)) }
+}
+
+/// A remote job as the dispatcher sees it.
+struct RemoteWork: DispatchJob {
+    let job: any RemoteJob
+
+    var itemCount: Int { job.itemCount }
+    var timeout: Duration? { job.timeout }
+    var retries: Int? { job.retries }
+    var firstIndex: Int? { job.firstIndex }
+    var inputBytes: Int { job.payload.totalCount }
+    var inputsShared: Bool { job.payload.sharedOffset != nil }
+    var operation: ObjectIdentifier? { job.token.map(ObjectIdentifier.init) }
+    func begin() -> Bool { job.begin() }
+
+    func split(at offset: Int) -> (before: RemoteWork?, culprit: RemoteWork, after: RemoteWork?) {
+        let (before, culprit, after) = job.split(at: offset)
+        return (before.map(RemoteWork.init), RemoteWork(job: culprit), after.map(RemoteWork.init))
+    }
 }

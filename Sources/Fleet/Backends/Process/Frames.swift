@@ -86,10 +86,15 @@ final class FrameReader {
     private var capacity: Int
     private var start = 0
     private var end = 0
+    /// For a non-blocking `fd`: waits until it can be read, or returns
+    /// false when nothing more will come (the writer has gone), which then
+    /// reads as the end of the stream.
+    private let waitReadable: (() -> Bool)?
 
-    init(fd: Int32, maxLength: Int, capacity: Int = 1 << 16) {
+    init(fd: Int32, maxLength: Int, capacity: Int = 1 << 16, waitReadable: (() -> Bool)? = nil) {
         self.fd = fd
         self.maxLength = maxLength
+        self.waitReadable = waitReadable
         self.capacity = capacity
         storage = .allocate(byteCount: capacity, alignment: 16)
     }
@@ -149,10 +154,10 @@ final class FrameReader {
             let got = read(fd, storage + end, capacity - end)
             if got > 0 {
                 end += got
-            } else if got == 0 {
+            } else if got == 0 || (errno == EAGAIN && waitReadable?() == false) {
                 if eofOK && end == start { return false }
                 throw FrameError.truncated
-            } else if errno != EINTR {
+            } else if errno != EINTR && errno != EAGAIN {
                 throw FrameError.io("read", errno)
             }
         }

@@ -42,8 +42,9 @@ final class WorkerControl: @unchecked Sendable {
         words = p.bindMemory(to: UInt64.self, capacity: Self.wordCount)
     }
 
-    // Layout: [0] running request, [1] running item, [2] cancel ring write
-    // position, [8..<8+ringSize] requests whose work is no longer wanted.
+    // Layout: [0] the last request begun, [1] the item being run within it,
+    // [2] cancel ring write position, [3] the last request finished,
+    // [8..<8+ringSize] requests whose work is no longer wanted.
     static let ringSize = 64
     static let wordCount = 8 + ringSize
 
@@ -66,15 +67,30 @@ final class WorkerControl: @unchecked Sendable {
         close(fd)
     }
 
-    /// The sequence number of the request being run (0: none).
-    var seq: UInt64 {
+    /// The last request the worker began (0: none yet). The worker writes
+    /// the item first, then this, so a death between the two blames item 0
+    /// of the new request rather than a stale item of the old one.
+    var began: UInt64 {
         get { words[0] }
         set { words[0] = newValue }
     }
 
-    /// The position, within its request, of the item being run.
+    /// The position, within the request begun, of the item being run.
     var current: Int {
         get { Int(truncatingIfNeeded: words[1]) }
         set { words[1] = UInt64(truncatingIfNeeded: newValue) }
+    }
+
+    /// The last request the worker finished: equal to `began` when it is
+    /// between requests (writing a reply, or waiting for the next).
+    var finished: UInt64 {
+        get { words[3] }
+        set { words[3] = newValue }
+    }
+
+    /// Worker: request `seq` begins.
+    func begin(_ seq: UInt64) {
+        current = 0
+        began = seq
     }
 }

@@ -8,15 +8,23 @@ import Musl
 /// The driver's end of one worker process: its pid, the pipes to it, and
 /// its control page. Starting one runs the worker executable with
 /// `posix_spawn` (never `fork` alone, which is unsafe in a threaded
-/// program).
+/// program), as the leader of a process group of its own: `kill` ends the
+/// whole group, so nothing a task started outlives a killed worker.
+///
+/// Replies are read without blocking, waiting on both the reply pipe and
+/// the worker's pidfd: when the worker has exited and the pipe is empty,
+/// the channel has ended, even if a process the task started still holds
+/// the pipe's write end.
 final class WorkerLink: @unchecked Sendable {
     // Safe: the descriptors and pid never change after `init`; writes are
-    // serialised by `writeLock`; `control` is read only after the worker
-    // has exited.
+    // serialised by `writeLock`; `reaped` is used by the slot's thread
+    // alone; the control page's words are each written by one side.
     let pid: Int32
     let requestFD: Int32
     let replyFD: Int32
     let lifelineFD: Int32
+    /// Readable once the worker has exited (-1 where the kernel has no pidfd).
+    let pidFD: Int32
     let control: WorkerControl
     let writeLock = PthreadMutex()
     /// Frames being written, reused; guarded by `writeLock`.
@@ -29,6 +37,29 @@ final class WorkerLink: @unchecked Sendable {
         self.replyFD = replyFD
         self.lifelineFD = lifelineFD
         self.control = control
+        pidFD = cfleet_pidfd_open(pid)
+        if pidFD >= 0 { _ = fcntl(replyFD, F_SETFL, fcntl(replyFD, F_GETFL) | O_NONBLOCK) }
+    }
+
+    /// A reader of the worker's replies.
+    func replies(maxLength: Int) -> FrameReader {
+        guard pidFD >= 0 else { return FrameReader(fd: replyFD, maxLength: maxLength) }
+        let (reply, pidFD) = (replyFD, pidFD)
+        return FrameReader(fd: replyFD, maxLength: maxLength) {
+            var fds = [pollfd(fd: reply, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)]
+            while poll(&fds, 2, -1) < 0 && errno == EINTR {}
+            // Bytes the worker wrote before it exited are in the pipe by
+            // now, so an exited worker with nothing to read is done.
+            return fds[0].revents & Int16(POLLIN) != 0 || fds[1].revents == 0
+        }
+    }
+
+    /// Waits up to `timeout` for the worker's first frame; false if none came.
+    func awaitFirstFrame(within timeout: Duration) -> Bool {
+        var p = pollfd(fd: replyFD, events: Int16(POLLIN), revents: 0)
+        let ms = Int32(clamping: timeout.nanoseconds / 1_000_000)
+        return poll(&p, 1, ms) == 1
     }
 
     /// Starts a worker running `executable`. Its output pipe's read end is
@@ -92,10 +123,24 @@ final class WorkerLink: @unchecked Sendable {
         close(requestFD)
         close(replyFD)
         close(lifelineFD)
+        if pidFD >= 0 { close(pidFD) }
         return exit
     }
 
-    func kill() { _ = Glibc.kill(pid, SIGKILL) }
+    /// Kills the worker and every process of its group (what its tasks started).
+    func kill() {
+        _ = Glibc.kill(-pid, SIGKILL)
+        _ = Glibc.kill(pid, SIGKILL)
+    }
+
+    /// Reaps the worker and reads its control page: how it ended, and where it was.
+    func death() -> WorkerDeath {
+        // Whatever its tasks left behind goes with it: killed before the
+        // worker is reaped, while its pid (the group's id) cannot be reused.
+        if reaped == nil { _ = Glibc.kill(-pid, SIGKILL) }
+        let exit = reap()
+        return WorkerDeath(pid: pid, exit: exit, began: control.began, finished: control.finished, item: control.current)
+    }
 }
 
 /// Moves `fd` to a number above those the child's descriptors are given
