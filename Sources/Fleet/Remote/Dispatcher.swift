@@ -203,6 +203,7 @@ struct Dispatcher<J: DispatchJob> {
     private var rotation = 0
 
     init(_ config: Config) {
+        precondition(config.replaceable || config.recycleAfter == nil, "a worker that cannot be replaced cannot be recycled")
         self.config = config
         workers = Array(repeating: Worker(), count: config.workers)
     }
