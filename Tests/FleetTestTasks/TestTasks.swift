@@ -144,6 +144,28 @@ public enum TestTasks {
         return false
     }
 
+    /// A 1 MiB result: every byte is `x % 251`, the first eight hold `x`.
+    public static let megabyte = RemoteTask("megabyte") { (x: Int) -> [UInt8] in
+        var bytes = [UInt8](repeating: UInt8(x % 251), count: 1 << 20)
+        withUnsafeBytes(of: UInt64(x).littleEndian) { for (k, b) in $0.enumerated() { bytes[k] = b } }
+        return bytes
+    }
+    /// Appends a line to the file at `path` (so the runs can be counted),
+    /// closes the worker's channel descriptors (3 to 7), and returns: its
+    /// reply can never be written.
+    public static let closeChannel = RemoteTask("closeChannel") { (path: String) -> Int in
+        appendLine(path, "ran")
+        for fd in Int32(3)...7 { close(fd) }
+        return 1
+    }
+    /// Starts `sleep 600` in the background (its pid written to `path`),
+    /// then aborts (`hang` false) or sleeps for ever (`hang` true).
+    public static let orphan = RemoteTask("orphan") { (job: OrphanJob) -> Int in
+        _ = system("sleep 600 & echo $! > \(job.path)")
+        if job.hang { while true { Glibc.sleep(60) } }
+        abort()
+    }
+
     /// The worker initializer of the tests: sets `initialized` in the
     /// worker, or throws for a negative input.
     public static let setUp = RemoteTask("setUp") { (value: Int) -> Bool in
@@ -173,7 +195,8 @@ public enum TestTasks {
     public static let accumulate = RemoteTask("accumulate", accumulateStatistics)
 
     public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
-        square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, spinUntilCancelled,
+        square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, megabyte,
+        closeChannel, orphan, spinUntilCancelled,
     ]
 }
 
@@ -185,4 +208,23 @@ public func chaosVictim(_ x: Int) -> Bool {
     var h = UInt64(x) &* 0x9E37_79B9_7F4A_7C15
     h ^= h >> 29
     return h % 100 == 0
+}
+
+/// What `TestTasks.orphan` does: where to write its child's pid, and
+/// whether to hang rather than abort.
+public struct OrphanJob: Codable, Sendable {
+    public var path: String
+    public var hang: Bool
+    public init(path: String, hang: Bool) {
+        self.path = path
+        self.hang = hang
+    }
+}
+
+/// Appends `line` and a newline to the file at `path`.
+func appendLine(_ path: String, _ line: String) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    guard fd >= 0 else { return }
+    _ = (line + "\n").withCString { write(fd, $0, strlen($0)) }
+    close(fd)
 }
