@@ -107,15 +107,7 @@ private struct SimWorker {
     var settledFault = false
 }
 
-private struct SimRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SplitMix {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(n, 1))) }
     mutating func chance(_ percent: Int) -> Bool { below(100) < percent }
 }
@@ -123,7 +115,7 @@ private struct SimRandom {
 private struct Simulation {
     let seed: UInt64
     let replaceable: Bool
-    var rng: SimRandom
+    var rng: SplitMix
     var dispatcher: Dispatcher<SimJob>
     var workers: [SimWorker]
     let poolRetries: Int
@@ -154,7 +146,7 @@ private struct Simulation {
     init(seed: UInt64, replaceable: Bool) {
         self.seed = seed
         self.replaceable = replaceable
-        rng = SimRandom(state: seed)
+        rng = SplitMix(seed: seed)
         let n = 1 + rng.below(3)
         poolRetries = rng.below(3)
         let recycle = rng.chance(20) ? 1 + rng.below(6) : nil

@@ -48,7 +48,8 @@ import FleetTestTasks
                 Issue.record("closeChannel should fail with workerDied, got \(result)")
                 return
             }
-            #expect(death.attempts == 3 && death.exit == .exited(0))
+            // It exits (status 0) as its channel breaks, or is killed as the driver sees the break.
+            #expect(death.attempts == 3 && (death.exit == .exited(0) || death.exit == .signaled(SIGKILL)))
             #expect(runs(path) == 3)
             // In a map too, and the pool goes on.
             unlink(path)

@@ -20,7 +20,7 @@ import Musl
 // This file is the transport: MPI messages, heartbeats, lost ranks. What
 // happens to work (the queue, pipelining, time-outs, shutdown) is decided
 // by the `Dispatcher` (Remote/Dispatcher.swift), the same one the
-// processes backend uses, under `mutex`. Jobs are encoded once, on the
+// processes backend uses, under `box.mutex`. Jobs are encoded once, on the
 // thread that queues them; big arrays in their inputs are referenced, not
 // copied. The driver thread assigns work each round, sends each rank what
 // it was given in one message, and polls for replies with a short spin,
@@ -35,10 +35,10 @@ import Musl
 // its rank; the rank takes no new work until the item returns.
 
 /// Runs remote tasks on the ranks 1 ..< size of an MPI job. See `Pool.mpi`.
-final class MPIBackend: RemoteBackend, @unchecked Sendable {
-    // Safe: `state`, `hosts`, `cancels` and `callbacks` are guarded by
-    // `mutex`; those marked "driver thread" are used by the driver thread
-    // alone.
+final class MPIBackend: DispatchingBackend, @unchecked Sendable {
+    // Safe: `hosts`, `cancels` and `driverDone` are guarded by `box.mutex`,
+    // like the dispatcher; those marked "driver thread" are used by the
+    // driver thread alone.
     let kind = BackendKind.mpi
     let workerCount: Int
     var runsInline: Bool { false }
@@ -48,14 +48,13 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     let world: Communicator
     let comm: MPI_Comm
 
-    private let mutex = PthreadMutex()
-    private let wake = PthreadCondition()
-    private var state: Dispatcher<RemoteWork>
+    let box: DispatchBox
     /// Each rank's host, from its hello.
     private var hosts: [String]
     /// Requests whose operation was cancelled, to tell their ranks.
     private var cancels: [(worker: Int, seq: UInt64)] = []
-    private var callbacks: [@Sendable () -> Void] = []
+    /// True once the driver thread has ended.
+    private var driverDone = false
     private let startDeadline: UInt64
 
     // Driver thread.
@@ -77,8 +76,8 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         workerCount = world.size - 1
         // Big inputs are sent from the caller's own arrays (see `send`).
         context = RemoteContext(registry: registry, arena: nil, referencesBigArrays: true)
-        state = Dispatcher(.init(workers: workerCount, retries: 0, recycleAfter: nil, replaceable: false,
-                                 bigMayWaitBehindOne: true))
+        box = DispatchBox(.init(workers: workerCount, retries: 0, recycleAfter: nil, replaceable: false,
+                                bigMayWaitBehindOne: true))
         hosts = Array(repeating: "?", count: workerCount)
         let now = monotonicNanos()
         startDeadline = now &+ options.startTimeout.nanoseconds
@@ -93,33 +92,16 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
 
     func enqueue(_ job: any Job) throws {
         let remote = try remoteJob(job, place: "on MPI ranks")
-        try mutex.withLock {
+        try box.withState { state in
             _ = try state.enqueue(RemoteWork(job: remote), assign: false)
-            wake.signal()
+            box.changed.signal()
         }
-    }
-
-    func beginShutdown(_ policy: ShutdownPolicy) {
-        let effects = mutex.withLock {
-            wake.broadcast()
-            return state.shutdown(policy)
-        }
-        settle(effects)
-    }
-
-    func onTermination(_ callback: @escaping @Sendable () -> Void) {
-        let now = mutex.withLock {
-            if state.isTerminated { return true }
-            callbacks.append(callback)
-            return false
-        }
-        if now { callback() }
     }
 
     private func cancelRunning(_ token: CancellationToken) {
-        mutex.withLock {
+        box.withState { state in
             cancels += state.requests(of: ObjectIdentifier(token))
-            wake.signal()
+            box.changed.signal()
         }
     }
 
@@ -144,23 +126,23 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
             } catch {
                 fail(.protocolViolation("\(error)"))
             }
-            mutex.lock()
+            box.mutex.lock()
             // Every rank has been told to stop (or the job is broken).
-            if state.isTerminated {
-                mutex.unlock()
+            if box.locked.isTerminated {
+                box.mutex.unlock()
                 break
             }
-            let busy = state.isBusy || !cancels.isEmpty
+            let busy = box.locked.isBusy || !cancels.isEmpty
             if progressed {
-                mutex.unlock()
+                box.mutex.unlock()
                 backoff.reset()
-            } else if !busy && state.readyCount == workerCount {
+            } else if !busy && box.locked.readyCount == workerCount {
                 // Idle: sleep until work comes or the next heartbeat is due.
-                wake.wait(mutex, untilNanos: min(nextTick, nextBeat))
-                mutex.unlock()
+                box.changed.wait(box.mutex, untilNanos: min(nextTick, nextBeat))
+                box.mutex.unlock()
                 backoff.reset()
             } else {
-                mutex.unlock()
+                box.mutex.unlock()
                 backoff.pause()
             }
         }
@@ -206,30 +188,29 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         }
     }
 
-    private func name(_ w: Int) -> String { "rank \(w + 1) on \(mutex.withLock { hosts[w] })" }
+    private func name(_ w: Int) -> String { "rank \(w + 1) on \(box.withState { _ in hosts[w] })" }
 
     private func hello(_ w: Int, _ body: inout WireReader) throws {
         let hello: Hello
         do { hello = try Hello(&body, withHost: true) } catch {
             throw FleetError.workerStartFailed("unreadable hello from rank \(w + 1): \(error)")
         }
-        mutex.withLock { hosts[w] = hello.host ?? "?" }
+        box.withState { _ in hosts[w] = hello.host ?? "?" }
         try hello.check(against: registry, who: name(w))
         // Tell the rank how often to expect word from here.
         try sendControl([ControlWord.configure.rawValue, options.heartbeatInterval.nanoseconds,
                          options.heartbeatTimeout.nanoseconds], to: w)
-        let effects = mutex.withLock {
-            wake.broadcast()
+        carryOut(box.withState { state in
+            box.changed.broadcast()
             return state.ready(w)
-        }
-        settle(effects)
+        })
     }
 
     private func reply(_ w: Int, _ seq: UInt64, _ body: inout WireReader) throws {
         let nanos = try body.read(UInt64.self)
-        switch mutex.withLock({ state.replied(w, seq: seq, nanos: nanos, refill: false) }) {
+        switch box.withState({ $0.replied(w, seq: seq, nanos: nanos, refill: false) }) {
         case .deliver(let work, _, let effects):
-            settle(effects)
+            carryOut(effects)
             do {
                 try work.job.deliver(&body, nanos: nanos)
             } catch {
@@ -237,7 +218,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
                 throw FleetError.protocolViolation("bad reply from \(name(w)): \(error)")
             }
         case .late(let effects):
-            settle(effects)  // its time-out has failed it already
+            carryOut(effects)  // its time-out has failed it already
         case .unexpected:
             throw FleetError.protocolViolation("\(name(w)) answered request \(seq), which is not in flight")
         }
@@ -246,13 +227,13 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     /// Gives queued jobs to ranks with room and sends each rank what it
     /// was given in one message; sends pending cancellations.
     private func dispatch() throws -> Bool {
-        let (effects, cancelNow, outboxes) = mutex.withLock {
+        let (effects, cancelNow, outboxes) = box.withState { state in
             defer { cancels = [] }
             let effects = state.assign()
             // Whatever any event gave a rank since the last round.
             return (effects, cancels, (0..<workerCount).map { state.takeOutbox($0) })
         }
-        settle(effects)
+        carryOut(effects)
         for (w, seq) in cancelNow + effects.cancel { try sendControl([ControlWord.cancel.rawValue, seq], to: w) }
         var sent = false
         for (w, outbox) in outboxes.enumerated() where !outbox.requests.isEmpty || outbox.goodbye {
@@ -265,22 +246,18 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     /// Runs what the dispatcher decided that needs no MPI call (driver or
     /// caller thread alike): completions, cancellation forwarding; MPI
     /// sends are queued for the driver thread.
-    private func settle(_ effects: Effects<RemoteWork>) {
+    func carryOut(_ effects: Effects<RemoteWork>) {
         for work in effects.skipped { work.job.skip() }
-        for work in effects.watch {
-            if let token = work.job.token, token.startForwarding() {
-                _ = token.onCancel { [weak self] in self?.cancelRunning(token) }
-            }
-        }
+        watchCancellation(effects) { [weak self] in self?.cancelRunning($0) }
         if !effects.cancel.isEmpty || !effects.flush.isEmpty {
-            mutex.withLock {
+            box.withState { _ in
                 cancels += effects.cancel
-                wake.signal()
+                box.changed.signal()
             }
         }
         for (work, error) in effects.failed { work.job.fail(error) }
         for (work, reason) in effects.discarded { work.job.discard(reason) }
-        if effects.finished { runCallbacks() }
+        if effects.finished { box.terminated() }
     }
 
     /// Sends rank `w` the requests (and goodbye) it was given, in one
@@ -303,7 +280,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         guard out.count > 0 else { return }
         try sendBuffer(out, to: w, tag: ExecutorTag.frames)
         for job in big { try sendBuffer(job.payload, to: w, tag: ExecutorTag.payload) }
-        if goodbye { settle(mutex.withLock { state.left(w) }) }
+        if goodbye { carryOut(box.withState { $0.left(w) }) }
     }
 
     /// Sends `buffer` as one message per run of bytes: its own, and the
@@ -337,16 +314,16 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     /// Heartbeats, time-outs, lost ranks, the start deadline.
     private func tick(_ now: UInt64) throws {
         if now >= nextBeat {
-            let serving = mutex.withLock { state.workers.map { $0.phase == .ready || $0.phase == .retiring } }
+            let serving = box.withState { $0.workers.map { $0.phase == .ready || $0.phase == .retiring } }
             for w in 0..<workerCount where serving[w] { try sendControl([ControlWord.heartbeat.rawValue], to: w) }
             nextBeat = now &+ options.heartbeatInterval.nanoseconds
         }
-        let (effects, phases) = mutex.withLock {
+        let (effects, phases) = box.withState { state in
             var effects = Effects<RemoteWork>()
             for (w, seq) in state.overdue(now: now) { effects.merge(state.timeUp(w, seq: seq)) }
             return (effects, state.workers.map(\.phase))
         }
-        settle(effects)
+        carryOut(effects)
         for w in 0..<workerCount {
             let quiet = now &- lastHeard[w]
             if phases[w] == .ready || phases[w] == .retiring {
@@ -360,7 +337,7 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     }
 
     private func lost(_ w: Int, _ why: String) -> FleetError {
-        mutex.withLock {
+        box.withState { state in
             let item = state.inFlight(w).lazy.compactMap(\.job.firstIndex).first
             return FleetError.rankLost(rank: w + 1, host: hosts[w], item: item, why: why)
         }
@@ -369,12 +346,12 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     /// The job cannot go on: fail everything, and end the job after the
     /// grace period.
     private func fail(_ error: FleetError) {
-        let effects = mutex.withLock {
-            wake.broadcast()
+        let effects = box.withState { state in
+            box.changed.broadcast()
             return state.breakPool(error, failRunning: true)
         }
         writeStderr("fleet: \(error)\n")
-        settle(effects)
+        carryOut(effects)
         if case .rankLost = error {
             let grace = options.lostRankGrace
             spawnThread(name: "fleet-mpi-grace") {
@@ -392,32 +369,20 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
         while !sends.isEmpty && monotonicNanos() < deadline {
             if (try? sends.progress()) != true { backoff.pause() }
         }
-        mutex.withLock {
-            driverDone = true
-            wake.broadcast()
-        }
-        runCallbacks()
-    }
-
-    /// True once the driver thread has ended.
-    private var driverDone = false
-
-    private func runCallbacks() {
-        let run = mutex.withLock {
-            defer { callbacks = [] }
-            return callbacks
-        }
-        for callback in run { callback() }
+        box.withState { _ in driverDone = true }
+        box.terminated()
     }
 
     // MARK: Readiness, the end of the job
 
     /// Blocks until every rank has answered, or throws why not.
     func waitUntilReady() throws {
-        mutex.lock()
-        defer { mutex.unlock() }
-        while state.readyCount < workerCount && state.brokenError == nil && !driverDone { wake.wait(mutex) }
-        if let broken = state.brokenError { throw broken }
+        box.mutex.lock()
+        defer { box.mutex.unlock() }
+        while box.locked.readyCount < workerCount && box.locked.brokenError == nil && !driverDone {
+            box.changed.wait(box.mutex)
+        }
+        if let broken = box.locked.brokenError { throw broken }
     }
 
     /// At the end of the program: stops the ranks and says whether MPI can
@@ -425,11 +390,11 @@ final class MPIBackend: RemoteBackend, @unchecked Sendable {
     /// be aborted instead).
     func finishJob() -> Bool {
         beginShutdown(.cancelPending)
-        mutex.lock()
-        defer { mutex.unlock() }
+        box.mutex.lock()
+        defer { box.mutex.unlock() }
         let deadline = monotonicNanos() &+ Self.goodbyeNanos
-        while !driverDone && monotonicNanos() < deadline { wake.wait(mutex, untilNanos: deadline) }
-        return driverDone && state.brokenError == nil && !state.hasLingering
+        while !driverDone && monotonicNanos() < deadline { box.changed.wait(box.mutex, untilNanos: deadline) }
+        return driverDone && box.locked.brokenError == nil && !box.locked.hasLingering
     }
 }
 #endif

@@ -84,3 +84,76 @@ struct Hello {
         }
     }
 }
+
+/// The dispatcher behind its lock, and the callbacks waiting for the pool's
+/// end: what both transports hold. A transport keeps its own bookkeeping
+/// (links, hosts) under the same `mutex`.
+final class DispatchBox: @unchecked Sendable {
+    // Safe: `state` and `callbacks` are used only with `mutex` held.
+    let mutex = PthreadMutex()
+    /// Broadcast when a worker becomes ready, or the pool ends or breaks.
+    let changed = PthreadCondition()
+    private var state: Dispatcher<RemoteWork>
+    private var callbacks: [@Sendable () -> Void] = []
+
+    init(_ config: Dispatcher<RemoteWork>.Config) { state = Dispatcher(config) }
+
+    /// Runs `body` on the dispatcher under the lock.
+    func withState<T, E: Error>(_ body: (inout Dispatcher<RemoteWork>) throws(E) -> T) throws(E) -> T {
+        mutex.lock()
+        defer { mutex.unlock() }
+        return try body(&state)
+    }
+
+    /// The dispatcher's state, for a caller that holds `mutex` already.
+    var locked: Dispatcher<RemoteWork> {
+        _read { yield state }
+        _modify { yield &state }
+    }
+
+    /// Runs `callback` when the pool has ended (at once if it has).
+    func onTermination(_ callback: @escaping @Sendable () -> Void) {
+        let now = withState { state in
+            if state.isTerminated { return true }
+            callbacks.append(callback)
+            return false
+        }
+        if now { callback() }
+    }
+
+    /// Runs the termination callbacks (once each).
+    func terminated() {
+        let run = withState { _ in
+            changed.broadcast()
+            defer { callbacks = [] }
+            return callbacks
+        }
+        for callback in run { callback() }
+    }
+}
+
+/// A backend whose work goes through a `Dispatcher`: it carries out the
+/// dispatcher's effects.
+protocol DispatchingBackend: RemoteBackend {
+    var box: DispatchBox { get }
+    func carryOut(_ effects: Effects<RemoteWork>)
+}
+
+extension DispatchingBackend {
+    func beginShutdown(_ policy: ShutdownPolicy) {
+        carryOut(box.withState { state in
+            box.changed.broadcast()
+            return state.shutdown(policy)
+        })
+    }
+
+    func onTermination(_ callback: @escaping @Sendable () -> Void) { box.onTermination(callback) }
+
+    /// Starts forwarding the cancellation of each newly sent operation to
+    /// its workers, once per operation.
+    func watchCancellation(_ effects: Effects<RemoteWork>, _ forward: @escaping @Sendable (CancellationToken) -> Void) {
+        for work in effects.watch {
+            if let token = work.job.token, token.startForwarding() { _ = token.onCancel { forward(token) } }
+        }
+    }
+}

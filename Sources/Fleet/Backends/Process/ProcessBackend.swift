@@ -20,15 +20,15 @@ import Musl
 // This file is the transport: it starts, watches and kills worker
 // processes and moves bytes. What happens to work (the queue, pipelining,
 // blame, retries, time-outs, shutdown) is decided by the `Dispatcher`
-// (Remote/Dispatcher.swift), under `mutex`; every decision comes back as
+// (Remote/Dispatcher.swift), under `box.mutex`; every decision comes back as
 // `Effects`, carried out here after the lock is released. Jobs are encoded
 // once, on the thread that queues them.
 
 /// Runs remote tasks on a pool of worker processes. See `Pool.processes`.
-final class ProcessBackend: RemoteBackend, @unchecked Sendable {
-    // Safe: `state`, `links`, `timers` and `callbacks` are guarded by
-    // `mutex`; writes to a worker are serialised by its link's `writeLock`,
-    // always taken before `mutex`, never while holding it.
+final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
+    // Safe: `links` and `timers` are guarded by `box.mutex`, like the
+    // dispatcher; writes to a worker are serialised by its link's
+    // `writeLock`, always taken before `box.mutex`, never while holding it.
     let kind = BackendKind.processes
     let workerCount: Int
     var runsInline: Bool { false }
@@ -38,13 +38,10 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
     let name: String
     let context: RemoteContext
 
-    private let mutex = PthreadMutex()
-    private let readyCondition = PthreadCondition()
-    private var state: Dispatcher<RemoteWork>
+    let box: DispatchBox
     private var links: [WorkerLink?]
     /// Watchdog timers of requests with a time-out, by sequence number.
     private var timers: [UInt64: UInt64] = [:]
-    private var callbacks: [@Sendable () -> Void] = []
     private let relay: OutputRelay
 
     init(workers: Int, options: ProcessOptions, registry: Registry, name: String) {
@@ -56,8 +53,8 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
         // A write to a worker that has just died must fail with EPIPE (its
         // reader then handles the death), not kill the driver.
         signal(SIGPIPE, SIG_IGN)
-        state = Dispatcher(.init(workers: workers, retries: options.retries, recycleAfter: options.recycleAfter,
-                                 replaceable: true, bigMayWaitBehindOne: false))
+        box = DispatchBox(.init(workers: workers, retries: options.retries, recycleAfter: options.recycleAfter,
+                                replaceable: true, bigMayWaitBehindOne: false))
         links = Array(repeating: nil, count: workers)
         relay = OutputRelay(name: "\(name)-out")
         // Without shared memory, big payloads go through the pipes.
@@ -75,30 +72,12 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
             throw FleetError.invalidArgument(
                 "the inputs of one request take \(remote.payload.count) bytes, over maxFrameBytes (\(options.maxFrameBytes))")
         }
-        let effects = try mutex.withLock { () throws(FleetError) in try state.enqueue(RemoteWork(job: remote), assign: true) }
-        carryOut(effects)
-    }
-
-    func beginShutdown(_ policy: ShutdownPolicy) {
-        let effects = mutex.withLock {
-            readyCondition.broadcast()
-            return state.shutdown(policy)
-        }
-        carryOut(effects)
-    }
-
-    func onTermination(_ callback: @escaping @Sendable () -> Void) {
-        let now = mutex.withLock {
-            if state.isTerminated { return true }
-            callbacks.append(callback)
-            return false
-        }
-        if now { callback() }
+        carryOut(try box.withState { try $0.enqueue(RemoteWork(job: remote), assign: true) })
     }
 
     /// A request's time-out fired.
     private func timeUp(_ w: Int, seq: UInt64) {
-        carryOut(mutex.withLock {
+        carryOut(box.withState { state in
             timers[seq] = nil
             return state.timeUp(w, seq: seq)
         })
@@ -107,45 +86,36 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
     /// Tells the workers running requests of `token`'s operation that they
     /// are no longer wanted; tasks see it through `FleetTask.isCancelled`.
     private func cancelRunning(_ token: CancellationToken) {
-        mutex.withLock {
+        box.withState { state in
             for (w, seq) in state.requests(of: ObjectIdentifier(token)) { links[w]?.control.cancel(seq) }
         }
     }
 
     // MARK: Effects out
 
-    private func carryOut(_ effects: Effects<RemoteWork>) {
+    func carryOut(_ effects: Effects<RemoteWork>) {
         for work in effects.skipped { work.job.skip() }
-        for work in effects.watch {
-            // Once per operation: its cancellation reaches the workers
-            // running its jobs, through their control pages.
-            if let token = work.job.token, token.startForwarding() {
-                _ = token.onCancel { [weak self] in self?.cancelRunning(token) }
-            }
-        }
+        // An operation's cancellation reaches the workers running its
+        // jobs through their control pages.
+        watchCancellation(effects) { [weak self] in self?.cancelRunning($0) }
         for w in effects.flush { flush(w) }
         if !effects.kill.isEmpty {
-            let doomed = mutex.withLock { effects.kill.compactMap { links[$0] } }
+            let doomed = box.withState { _ in effects.kill.compactMap { links[$0] } }
             for link in doomed { link.kill() }
         }
         for (work, error) in effects.failed { work.job.fail(error) }
         for (work, reason) in effects.discarded { work.job.discard(reason) }
         if effects.finished {
             relay.stop()
-            let run = mutex.withLock {
-                readyCondition.broadcast()
-                defer { callbacks = [] }
-                return callbacks
-            }
-            for callback in run { callback() }
+            box.terminated()
         }
     }
 
     /// Writes what worker `w` has been given, in the order given.
     private func flush(_ w: Int) {
-        guard let link = mutex.withLock({ links[w] }) else { return }
+        guard let link = box.withState({ _ in links[w] }) else { return }
         link.writeLock.withLock {
-            let (requests, goodbye) = mutex.withLock {
+            let (requests, goodbye) = box.withState { state in
                 // The outbox belongs to this link only while it is current.
                 links[w] === link ? state.takeOutbox(w) : ([], false)
             }
@@ -172,7 +142,7 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
                 if let timeout = request.job.timeout {
                     let seq = request.seq
                     let timer = Watchdog.shared.schedule(after: timeout) { [weak self] in self?.timeUp(w, seq: seq) }
-                    mutex.withLock { timers[seq] = timer }
+                    box.withState { _ in timers[seq] = timer }
                 }
             }
             if goodbye { try? appendFrame(.shutdown, seq: 0, to: out) { _ in } }
@@ -186,7 +156,7 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
     /// Starts, serves and buries workers in slot `w` for as long as the
     /// dispatcher wants one there.
     private func runSlot(_ w: Int) {
-        while mutex.withLock({ state.workers[w].phase == .starting }) {
+        while box.withState({ $0.workers[w].phase == .starting }) {
             let link: WorkerLink
             do {
                 link = try WorkerLink.spawn(
@@ -195,8 +165,8 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
                     environment: options.environment, arena: context.arena, relay: relay,
                     label: { "worker \(w) pid \($0)" })
             } catch {
-                carryOut(mutex.withLock {
-                    state.startFailed(w, error as? FleetError ?? .workerStartFailed("\(error)"), retryable: false)
+                carryOut(box.withState {
+                    $0.startFailed(w, error as? FleetError ?? .workerStartFailed("\(error)"), retryable: false)
                 })
                 break
             }
@@ -219,19 +189,21 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
                     "\(executable) \(exit) before the handshake: does its main call RemoteTasks.bootstrap first? (\(error))"),
                           true)
                 }
-                carryOut(mutex.withLock { state.startFailed(w, failure.0, retryable: failure.1) })
+                carryOut(box.withState { $0.startFailed(w, failure.0, retryable: failure.1) })
                 continue
             }
-            carryOut(mutex.withLock {
+            carryOut(box.withState { state in
                 links[w] = link
-                readyCondition.broadcast()
+                box.changed.broadcast()
                 return state.ready(w)
             })
             serve(w, link, reader)
-            mutex.withLock { links[w] = nil }
+            box.withState { _ in links[w] = nil }
             let death = link.death()
-            carryOut(mutex.withLock {
-                for entry in state.inFlight(w) { if let timer = timers.removeValue(forKey: entry.seq) { _ = Watchdog.shared.cancel(timer) } }
+            carryOut(box.withState { state in
+                for entry in state.inFlight(w) {
+                    if let timer = timers.removeValue(forKey: entry.seq) { _ = Watchdog.shared.cancel(timer) }
+                }
                 return state.exited(w, death)
             })
         }
@@ -289,7 +261,7 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
             do { frame = try reader.next() } catch FrameError.truncated {
                 return  // it died mid-frame: a death like any other
             } catch {
-                carryOut(mutex.withLock { state.fault(w, "worker pid \(link.pid): \(error)") })
+                carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): \(error)") })
                 return
             }
             guard let (header, body) = frame else { return }
@@ -297,12 +269,12 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
             case .reply:
                 var r = WireReader(body)
                 guard let nanos = try? r.read(UInt64.self) else {
-                    carryOut(mutex.withLock { state.fault(w, "worker pid \(link.pid): a reply with no header") })
+                    carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): a reply with no header") })
                     return
                 }
                 // While more replies are here already, take them all, then
                 // refill the worker with one write.
-                let reply = mutex.withLock {
+                let reply = box.withState { state in
                     if let timer = timers.removeValue(forKey: header.seq) { _ = Watchdog.shared.cancel(timer) }
                     return state.replied(w, seq: header.seq, nanos: nanos, refill: !reader.hasBufferedFrame)
                 }
@@ -311,23 +283,23 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
                     carryOut(effects)
                     do { try work.job.deliver(&r, nanos: nanos) } catch {
                         work.job.fail(FleetError.protocolViolation("bad reply from worker pid \(link.pid): \(error)"))
-                        carryOut(mutex.withLock { state.fault(w, "worker pid \(link.pid): bad reply: \(error)", settled: true) })
+                        carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): bad reply: \(error)", settled: true) })
                         return
                     }
                 case .late(let effects):
                     carryOut(effects)
                 case .unexpected:
-                    carryOut(mutex.withLock {
-                        state.fault(w, "worker pid \(link.pid): a reply to request \(header.seq), which is not in flight")
+                    carryOut(box.withState {
+                        $0.fault(w, "worker pid \(link.pid): a reply to request \(header.seq), which is not in flight")
                     })
                     return
                 }
             case .fatal:
                 var r = WireReader(body)
                 let message = (try? r.readString()) ?? "unreadable message"
-                carryOut(mutex.withLock { state.fault(w, "worker pid \(link.pid): \(message)") })
+                carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): \(message)") })
             default:
-                carryOut(mutex.withLock { state.fault(w, "worker pid \(link.pid): unexpected \(header.kind) frame from a worker") })
+                carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): unexpected \(header.kind) frame from a worker") })
                 return
             }
         }
@@ -336,16 +308,16 @@ final class ProcessBackend: RemoteBackend, @unchecked Sendable {
     // MARK: Readiness
 
     /// The pids of the worker processes running now.
-    var workerPIDs: [Int32] { mutex.withLock { links.compactMap { $0?.pid } } }
+    var workerPIDs: [Int32] { box.withState { _ in links.compactMap { $0?.pid } } }
 
     /// Blocks until every worker has answered the handshake, or throws why
     /// they could not start.
     func waitUntilReady() throws {
-        mutex.lock()
-        defer { mutex.unlock() }
-        while state.readyCount < workerCount && state.brokenError == nil && !state.isShuttingDown {
-            readyCondition.wait(mutex)
+        box.mutex.lock()
+        defer { box.mutex.unlock() }
+        while box.locked.readyCount < workerCount && box.locked.brokenError == nil && !box.locked.isShuttingDown {
+            box.changed.wait(box.mutex)
         }
-        if let broken = state.brokenError { throw broken }
+        if let broken = box.locked.brokenError { throw broken }
     }
 }
