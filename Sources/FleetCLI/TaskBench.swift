@@ -20,9 +20,11 @@ func benchTask(_ name: String, input: String, backends: [BenchBackend], workers:
             try await pool.waitUntilReady()
             var records: [BenchRecord] = []
             do {
-                _ = try await RemoteTasks.measure(taskNamed: name, inputs: data, on: pool)  // untimed warm-up
+                _ = try await RemoteTasks.map(taskNamed: name, jsonInputs: data, on: pool)  // untimed warm-up
                 for _ in 0..<runs {
-                    let (items, seconds) = try await RemoteTasks.measure(taskNamed: name, inputs: data, on: pool)
+                    let started = ContinuousClock.now
+                    let items = try await RemoteTasks.map(taskNamed: name, jsonInputs: data, on: pool)
+                    let seconds = (ContinuousClock.now - started).seconds
                     records.append(BenchRecord(workload: name, backend: kind.rawValue, workers: n, tasks: items,
                                                seconds: seconds, figure: Double(items) / seconds, unit: "tasks/s",
                                                check: "ok", peak_rss_bytes: 0))

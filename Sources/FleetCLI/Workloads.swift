@@ -73,19 +73,30 @@ func runWorkload(_ workload: Workload, backend: BenchBackend, workers: Int, cpuK
     case .serial, .threads:
         let kind = backend.fleetKind!
         if workload == .startup { return try await startup(kind: kind, workers: workers) }
-        let pool = try Pool.make(kind, workers: workers)
-        defer { pool.shutdownBlocking() }
-        switch workload {
-        case .tiny: return try await tiny(pool)
-        case .futures: return try await futures(pool)
-        case .cpu: return try await cpu(pool, k: cpuK)
-        case .io: return try await io(pool)
-        case .bigresult: return try await bigresult(pool)
-        case .payload: return try await payload(pool)
-        case .graph: return try await graphWorkload(pool)
-        case .startup: fatalError("handled above")
-        case .allreduce: throw ValidationError("allreduce runs on the mpi backend only")
+        return try await Pool.make(kind, workers: workers).shuttingDown { pool in
+            switch workload {
+            case .tiny: return try await tiny(pool)
+            case .futures: return try await futures(pool)
+            case .cpu: return try await cpu(pool, k: cpuK)
+            case .io: return try await io(pool)
+            case .bigresult: return try await bigresult(pool)
+            case .payload: return try await payload(pool)
+            case .graph: return try await graphWorkload(pool)
+            case .startup: fatalError("handled above")
+            case .allreduce: throw ValidationError("allreduce runs on the mpi backend only")
+            }
         }
+    }
+}
+
+extension Pool {
+    /// Runs `body` with the pool, then shuts the pool down, whether `body`
+    /// returned or threw.
+    func shuttingDown<T>(after body: (Pool) async throws -> T) async throws -> T {
+        let result: Result<T, any Error>
+        do { result = .success(try await body(self)) } catch { result = .failure(error) }
+        await shutdown(.cancelPending)
+        return try result.get()
     }
 }
 

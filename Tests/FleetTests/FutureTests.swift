@@ -17,7 +17,7 @@ struct FutureTests {
             return "done"
         }
         #expect(try await asyncOne.value == "done")
-        #expect(try ok.waitBlocking() == 42)
+        #expect(try waitBlocking(ok) == 42)
     }
 
     @Test func waitingWithATimeoutLeavesTheTaskRunning() async throws {
@@ -29,7 +29,7 @@ struct FutureTests {
         await #expect(throws: FleetError.timedOut(item: nil, after: .milliseconds(20))) {
             try await slow.value(timeout: .milliseconds(20))
         }
-        #expect(throws: FleetError.self) { try slow.waitBlocking(timeout: .milliseconds(10)) }
+        #expect(throws: FleetError.self) { try waitBlocking(slow, timeout: .milliseconds(10)) }
         #expect(!slow.isDone)
         #expect(try await slow.value == 1)
     }
@@ -119,4 +119,9 @@ struct FutureTests {
         #expect(try await next.value(timeout: .seconds(5)) == 7)
         #expect(await eventually { sawCancel.withLock { $0 } })
     }
+}
+
+/// `Future.waitBlocking`, from synchronous code as it must be called.
+private func waitBlocking<T>(_ future: Future<T>, timeout: Duration? = nil) throws -> T {
+    try future.waitBlocking(timeout: timeout)
 }

@@ -98,8 +98,32 @@ struct MPIClusterTests {
             #expect(run.output.range(of: #"MPI rank [23] on host fnode2 was lost"#, options: .regularExpression) != nil,
                     "\(run.output)")
             print("the job ended \(String(format: "%.1f", after ?? -1)) s after host 2 was cut off")
+            // The ranks on the cut host end by themselves once the driver
+            // has been silent for their heartbeat time-out (2 s here): a
+            // heartbeat that cannot be delivered never blocks that check.
+            var gone: Date?
+            let deadline = Date().addingTimeInterval(20)
+            while gone == nil && Date() < deadline {
+                if ranksIn("fnode2").isEmpty { gone = Date() } else { usleep(100_000) }
+            }
+            let since = zip(gone, cut.get()).map { $0.timeIntervalSince($1) }
+            #expect(since.map { $0 < 15 } == true,
+                    "ranks on the cut host still ran \(since.map { String(format: "%.1f s", $0) } ?? "20 s") after the cut")
         }
     }
+}
+
+/// The pids of the MPI check program's ranks running in network namespace `host`.
+func ranksIn(_ host: String) -> [Int32] {
+    let pids = ((try? shell("ip netns pids \(host)"))?.0 ?? "").split(separator: "\n").compactMap { Int32($0) }
+    return pids.filter {
+        ((try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8)) ?? "").hasPrefix("FleetMPIChecks")
+    }
+}
+
+private func zip<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
+    guard let a, let b else { return nil }
+    return (a, b)
 }
 
 /// A value shared between the test and its helper thread.

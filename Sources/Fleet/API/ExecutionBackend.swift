@@ -7,7 +7,8 @@ import Synchronization
 /// is written once on `Pool`, above this protocol, so a backend only moves
 /// jobs to workers. A backend may run a job in the caller (`runsInline`), as
 /// the serial backend does, or on workers of its own.
-public protocol ExecutionBackend: AnyObject, Sendable {
+@usableFromInline
+protocol ExecutionBackend: AnyObject, Sendable {
     /// The backend's kind, for reports and errors.
     var kind: BackendKind { get }
     /// How many jobs it runs at once.
@@ -25,7 +26,8 @@ public protocol ExecutionBackend: AnyObject, Sendable {
 
 /// A unit of work queued on a backend: one submitted task, or one batch of
 /// a map.
-public protocol Job: AnyObject, Sendable {
+@usableFromInline
+protocol Job: AnyObject, Sendable {
     /// Runs the job on the calling worker.
     func run(on worker: WorkerContext)
     /// Called instead of `run` when the job will never run (shutdown that
@@ -66,9 +68,10 @@ public enum ShutdownPolicy: Sendable, Equatable {
 
 /// The worker a job runs on: its index, and the per-worker state built by
 /// `WorkerState`. Confined to its worker's thread.
-public final class WorkerContext {
+@usableFromInline
+final class WorkerContext {
     /// The worker's index within its pool, from 0.
-    public let index: Int
+    let index: Int
     /// Lets a job tell the backend that this worker is stuck (a task ran past
     /// its time-out) so it can start a replacement.
     let handle: WorkerHandle

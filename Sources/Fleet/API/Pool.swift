@@ -18,7 +18,7 @@ import Synchronization
 /// drains what is queued and lets its workers exit, so threads never leak.
 public final class Pool: Sendable {
     /// The backend doing the work.
-    public let backend: any ExecutionBackend
+    @usableFromInline let backend: any ExecutionBackend
     /// A process-unique number, used in worker thread names (`fl<id>-<worker>`).
     public let id: Int
 
@@ -90,6 +90,7 @@ public final class Pool: Sendable {
     }
 
     /// `shutdown(_:)` for synchronous code: blocks the calling thread.
+    @available(*, noasync, message: "it blocks the thread; await shutdown(_:) instead")
     public func shutdownBlocking(_ policy: ShutdownPolicy = .drain) {
         backend.beginShutdown(policy)
         let done = BlockingSlot<Bool>()

@@ -39,10 +39,27 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
     /// Signals sent to idle workers that have not woken yet: a burst of
     /// submissions wakes each sleeping worker once, not once per job.
     private var wakesInFlight = 0
-    private var accepting = true
+    /// Threads that count toward the pool's end (not those abandoned).
     private var live = 0
     private var nextIndex = 0
-    private var terminationCallbacks: [@Sendable () -> Void] = []
+    private var lifecycle = Lifecycle.running(waiting: [])
+
+    private typealias Callback = @Sendable () -> Void
+
+    /// Where the pool is, with the callbacks waiting for its end.
+    private enum Lifecycle {
+        /// Takes work.
+        case running(waiting: [Callback])
+        /// Takes no new work; threads exit as the queue empties.
+        case shuttingDown(waiting: [Callback])
+        /// Every thread has exited.
+        case terminated
+
+        var accepting: Bool {
+            if case .running = self { return true }
+            return false
+        }
+    }
 
     init(workers: Int, name: String) {
         workerCount = workers
@@ -54,7 +71,7 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
 
     func enqueue(_ job: any Job) throws {
         mutex.lock()
-        guard accepting else {
+        guard lifecycle.accepting else {
             mutex.unlock()
             throw FleetError.poolShutDown
         }
@@ -68,11 +85,11 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
 
     func beginShutdown(_ policy: ShutdownPolicy) {
         mutex.lock()
-        accepting = false
+        if case .running(let waiting) = lifecycle { lifecycle = .shuttingDown(waiting: waiting) }
         var dropped = Deque<any Job>()
         if policy.dropsQueued { swap(&dropped, &queue) }
         workAvailable.broadcast()
-        let done = live == 0 ? takeCallbacksLocked() : []
+        let done = endIfLastLocked()
         mutex.unlock()
         for job in dropped { job.discard(.cancelled) }
         for callback in done { callback() }
@@ -80,18 +97,27 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
 
     func onTermination(_ callback: @escaping @Sendable () -> Void) {
         mutex.lock()
-        if !accepting && live == 0 {
+        switch lifecycle {
+        case .running(var waiting):
+            waiting.append(callback)
+            lifecycle = .running(waiting: waiting)
+        case .shuttingDown(var waiting):
+            waiting.append(callback)
+            lifecycle = .shuttingDown(waiting: waiting)
+        case .terminated:
             mutex.unlock()
             callback()
             return
         }
-        terminationCallbacks.append(callback)
         mutex.unlock()
     }
 
-    private func takeCallbacksLocked() -> [@Sendable () -> Void] {
-        defer { terminationCallbacks = [] }
-        return terminationCallbacks
+    /// Ends the pool once it is shutting down and no thread is left;
+    /// returns the callbacks to run.
+    private func endIfLastLocked() -> [Callback] {
+        guard case .shuttingDown(let waiting) = lifecycle, live == 0 else { return [] }
+        lifecycle = .terminated
+        return waiting
     }
 
     private func startWorkerLocked() {
@@ -109,8 +135,8 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
     private func replace() {
         mutex.lock()
         live -= 1
-        if accepting { startWorkerLocked() }
-        let done = (!accepting && live == 0) ? takeCallbacksLocked() : []
+        if lifecycle.accepting { startWorkerLocked() }
+        let done = endIfLastLocked()
         mutex.unlock()
         for callback in done { callback() }
     }
@@ -125,14 +151,14 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
                 mutex.lock()
                 continue
             }
-            if !accepting { break }
+            if !lifecycle.accepting { break }
             idle += 1
             workAvailable.wait(mutex)
             idle -= 1
             if wakesInFlight > 0 { wakesInFlight -= 1 }
         }
         live -= 1
-        let done = (!accepting && live == 0) ? takeCallbacksLocked() : []
+        let done = endIfLastLocked()
         mutex.unlock()
         for callback in done { callback() }
     }

@@ -66,6 +66,7 @@ public struct Future<Value: Sendable>: Sendable, Hashable {
     /// then returns its value or rethrows its error. For synchronous code;
     /// never call it from a task running on a pool the future belongs to
     /// with every worker busy, as it would wait for itself.
+    @available(*, noasync, message: "it blocks the thread; await value instead")
     public func waitBlocking(timeout: Duration? = nil) throws -> Value {
         if let timeout { try requirePositive(timeout, "timeout") }
         let slot = BlockingSlot<Result<Value, any Error>>()

@@ -1,8 +1,8 @@
 /// The shared state behind a `Future` and its `Promise`.
 ///
-/// A small state machine: pending → running → done, or pending → done
-/// (cancelled before it started, or completed by a time-out). The first
-/// completion wins; later ones are ignored. Callbacks registered before
+/// A small state machine (`Stage`): pending → running → done, or
+/// pending → done (cancelled before it started, or completed by a
+/// time-out). The first completion wins; later ones are ignored. Callbacks registered before
 /// completion run on the completing thread, after the lock is released.
 ///
 /// Its methods are `@inlinable` so that `submit` and the worker's side of a
@@ -11,17 +11,18 @@
 /// generic code would spend most of that looking up type metadata.
 @usableFromInline
 class FutureState<Value: Sendable>: @unchecked Sendable {
-    // Safe: `stage`, `outcome` and `callbacks` are touched only with the
-    // lock from `FutureLocks` held.
+    // Safe: `stage` is touched only with the lock from `FutureLocks` held.
     @usableFromInline typealias Callback = @Sendable (Result<Value, any Error>) -> Void
 
-    @usableFromInline static var pending: UInt8 { 0 }
-    @usableFromInline static var running: UInt8 { 1 }
-    @usableFromInline static var done: UInt8 { 2 }
+    /// Where the future is, with what each stage holds: the callbacks
+    /// waiting for the result until there is one, then the result alone.
+    @usableFromInline enum Stage {
+        case pending([Callback])
+        case running([Callback])
+        case done(Result<Value, any Error>)
+    }
 
-    @usableFromInline var stage: UInt8 = 0
-    @usableFromInline var outcome: Result<Value, any Error>?
-    @usableFromInline var callbacks: [Callback] = []
+    @usableFromInline var stage = Stage.pending([])
 
     @inlinable init() {}
 
@@ -36,8 +37,8 @@ class FutureState<Value: Sendable>: @unchecked Sendable {
         let m = mutex
         m.lock()
         defer { m.unlock() }
-        guard stage == Self.pending else { return false }
-        stage = Self.running
+        guard case .pending(let waiting) = stage else { return false }
+        stage = .running(waiting)
         return true
     }
 
@@ -46,20 +47,17 @@ class FutureState<Value: Sendable>: @unchecked Sendable {
     final func complete(_ result: Result<Value, any Error>) -> Bool {
         let m = mutex
         m.lock()
-        if stage == Self.done {
+        let waiting: [Callback]
+        switch stage {
+        case .done:
             m.unlock()
             return false
+        case .pending(let w), .running(let w):
+            waiting = w
         }
-        stage = Self.done
-        outcome = result
-        if callbacks.isEmpty {
-            m.unlock()
-            return true
-        }
-        let run = callbacks
-        callbacks = []
+        stage = .done(result)
         m.unlock()
-        for callback in run { callback(result) }
+        for callback in waiting { callback(result) }
         return true
     }
 
@@ -67,17 +65,14 @@ class FutureState<Value: Sendable>: @unchecked Sendable {
     @inlinable final func cancel() -> Bool {
         let m = mutex
         m.lock()
-        guard stage == Self.pending else {
+        guard case .pending(let waiting) = stage else {
             m.unlock()
             return false
         }
-        stage = Self.done
         let failure: Result<Value, any Error> = .failure(FleetError.cancelled)
-        outcome = failure
-        let run = callbacks
-        callbacks = []
+        stage = .done(failure)
         m.unlock()
-        for callback in run { callback(failure) }
+        for callback in waiting { callback(failure) }
         return true
     }
 
@@ -85,34 +80,39 @@ class FutureState<Value: Sendable>: @unchecked Sendable {
         let m = mutex
         m.lock()
         defer { m.unlock() }
-        return outcome
+        if case .done(let r) = stage { return r }
+        return nil
     }
 
-    @inlinable final var isDone: Bool {
-        let m = mutex
-        m.lock()
-        defer { m.unlock() }
-        return stage == Self.done
-    }
+    @inlinable final var isDone: Bool { result != nil }
 
     @inlinable final var isRunning: Bool {
         let m = mutex
         m.lock()
         defer { m.unlock() }
-        return stage == Self.running
+        if case .running = stage { return true }
+        return false
     }
 
     /// Runs `callback` with the result, at once if it is already there.
     @inlinable final func whenComplete(_ callback: @escaping Callback) {
         let m = mutex
         m.lock()
-        if stage == Self.done, let r = outcome {
+        switch stage {
+        case .done(let r):
             m.unlock()
             callback(r)
-            return
+        case .pending(var waiting):
+            stage = .pending([])  // keep the array unique while it grows
+            waiting.append(callback)
+            stage = .pending(waiting)
+            m.unlock()
+        case .running(var waiting):
+            stage = .running([])
+            waiting.append(callback)
+            stage = .running(waiting)
+            m.unlock()
         }
-        callbacks.append(callback)
-        m.unlock()
     }
 }
 

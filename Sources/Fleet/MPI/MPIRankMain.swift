@@ -60,6 +60,9 @@ struct RankChannel: WorkerChannel {
     private var at = 0
     /// Where big inputs arrive, kept from one request to the next.
     private let bigInputs = WireBuffer(capacity: 1 << 16)
+    /// Big inputs' buffer is given back above this size: a job of many
+    /// big requests reuses it, one outsized request does not pin its memory.
+    private static let keptInputBytes = 64 << 20
 
     init(world: Communicator, comm: MPI_Comm, control: WorkerControl, cancels: Locked<Set<UInt64>>, watch: DriverWatch) {
         self.world = world
@@ -101,7 +104,7 @@ struct RankChannel: WorkerChannel {
         inputs.removeAll()
         defer {
             inputs.removeAll()
-            inputs.shrink(ifOver: 64 << 20)
+            inputs.shrink(ifOver: Self.keptInputBytes)
         }
         inputs.reserve(length)
         while inputs.count < length {
@@ -197,8 +200,9 @@ final class DriverWatch: @unchecked Sendable {
                 writeStderr("fleet: rank \(world.rank) on \(world.processorName): no word from the driver (rank 0) for \(timeout / 1_000_000) ms; exiting\n")
                 _exit(RankStatus.driverLost)
             }
-            // Short naps, so cancellations are seen promptly.
-            usleep(UInt32(min(10_000, interval / 4_000)))
+            // Short naps (at most 10 ms, a quarter of the interval), so
+            // cancellations are seen promptly.
+            usleep(UInt32(min(10_000, interval / 4 / 1_000)))
         }
     }
 }

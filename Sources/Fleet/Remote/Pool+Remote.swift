@@ -21,9 +21,10 @@ extension Pool {
         try options.validate()
         if RemoteTasks.isUnservedWorker {
             // Started as a worker, but main did not call bootstrap first:
-            // starting workers here would recurse without end.
-            writeStderr("fleet: this process was started as a worker, but main did not call RemoteTasks.bootstrap before creating a pool\n")
-            exit(3)
+            // starting workers here would recurse without end. The driver
+            // sees this worker fail its handshake and says why.
+            throw FleetError.workerStartFailed(
+                "this process was started as a worker, but main did not call RemoteTasks.bootstrap before creating a pool")
         }
         let registry = RemoteTasks.registry
         if registry.tasks.isEmpty {

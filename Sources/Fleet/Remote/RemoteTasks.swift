@@ -36,21 +36,18 @@ public enum RemoteTasks {
     /// The names of the registered tasks.
     public static var names: [String] { registry.tasks.map(\.name) }
 
-    /// Runs the registered task called `name` over `inputs` (a JSON array of
-    /// its input type) on `pool`, and says how long it took: how `fleet
-    /// bench --task` compares backends on a program's own work. Throws
-    /// `FleetError.invalidArgument` for an unknown name or inputs of the
-    /// wrong shape.
-    public static func measure(taskNamed name: String, inputs: Data, on pool: Pool) async throws -> (items: Int, seconds: Double) {
+    /// Maps the registered task called `name` over `inputs` (a JSON array of
+    /// its input type) on `pool`, and returns how many items ran: a task
+    /// chosen by name at run time, as a command line does (`fleet bench
+    /// --task`). Throws `FleetError.invalidArgument` for an unknown name or
+    /// inputs of the wrong shape.
+    public static func map(taskNamed name: String, jsonInputs inputs: Data, on pool: Pool) async throws -> Int {
         let registry = self.registry
         guard let id = registry.ids[name], let task = registry.tasks[id] as? any RemoteServable else {
             throw FleetError.invalidArgument(
                 "no remote task is named \"\(name)\"; registered: \(registry.tasks.map(\.name).joined(separator: ", "))")
         }
-        let start = ContinuousClock.now
-        let items = try await task.map(jsonInputs: inputs, on: pool)
-        let elapsed = ContinuousClock.now - start
-        return (items, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return try await task.map(jsonInputs: inputs, on: pool)
     }
 
     /// The registered tasks (empty before `bootstrap`).

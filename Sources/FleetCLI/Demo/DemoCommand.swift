@@ -48,8 +48,10 @@ struct DemoCommand: AsyncParsableCommand {
     }
 
     private func runDemo() async throws {
-        let pool = try Pool.make(backend, workers: workers)
-        defer { pool.shutdownBlocking() }
+        try await Pool.make(backend, workers: workers).shuttingDown(after: analyse)
+    }
+
+    private func analyse(on pool: Pool) async throws {
         let files = try await dataset(pool)
         print("Analysing \(files.count) masks on \(pool.kind) with \(pool.workerCount) worker\(pool.workerCount == 1 ? "" : "s").")
         let started = ContinuousClock.now

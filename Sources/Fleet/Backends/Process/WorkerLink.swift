@@ -27,6 +27,11 @@ final class WorkerLink: @unchecked Sendable {
     let pidFD: Int32
     let control: WorkerControl
     let writeLock = PthreadMutex()
+    /// The request and reply pipes' capacity: a burst of pipelined requests,
+    /// or a batch of held replies, fits without the writer blocking (Linux's
+    /// default is 64 KiB; more needs nothing but memory).
+    static let pipeBytes: Int32 = 1 << 20
+
     /// Frames being written, reused; guarded by `writeLock`.
     let sendBuffer = WireBuffer(capacity: 1 << 12)
     private var reaped: WorkerExit?
@@ -77,8 +82,8 @@ final class WorkerLink: @unchecked Sendable {
             fds.append(pair.map(aboveChildDescriptors))
         }
         let (request, reply, lifeline, output) = (fds[0], fds[1], fds[2], fds[3])
-        _ = cfleet_set_pipe_size(request[1], 1 << 20)
-        _ = cfleet_set_pipe_size(reply[1], 1 << 20)
+        _ = cfleet_set_pipe_size(request[1], Self.pipeBytes)
+        _ = cfleet_set_pipe_size(reply[1], Self.pipeBytes)
         let controlFD = aboveChildDescriptors(dup(control.fd))
         defer { close(controlFD) }
         let arenaFD = arena.map { aboveChildDescriptors(dup($0.fd)) } ?? -1
@@ -146,8 +151,9 @@ final class WorkerLink: @unchecked Sendable {
 /// Moves `fd` to a number above those the child's descriptors are given
 /// (0 to 6), so that placing one in the child never overwrites another.
 private func aboveChildDescriptors(_ fd: Int32) -> Int32 {
-    guard fd >= 0, fd < 16 else { return fd }
-    let moved = fcntl(fd, F_DUPFD_CLOEXEC, 16)
+    let floor: Int32 = 16  // above every descriptor the child is given, with room to add some
+    guard fd >= 0, fd < floor else { return fd }
+    let moved = fcntl(fd, F_DUPFD_CLOEXEC, floor)
     guard moved >= 0 else { return fd }
     close(fd)
     return moved
