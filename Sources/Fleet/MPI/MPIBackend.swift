@@ -231,13 +231,13 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
             defer { cancels = [] }
             let effects = state.assign()
             // Whatever any event gave a rank since the last round.
-            return (effects, cancels, (0..<workerCount).map { state.takeOutbox($0) })
+            return (effects, cancels, state.takeOutboxes())
         }
         carryOut(effects)
         for (w, seq) in cancelNow + effects.cancel { try sendControl([ControlWord.cancel.rawValue, seq], to: w) }
         var sent = false
-        for (w, outbox) in outboxes.enumerated() where !outbox.requests.isEmpty || outbox.goodbye {
-            try send(outbox.requests, goodbye: outbox.goodbye, to: w)
+        for (w, requests, goodbye) in outboxes {
+            try send(requests, goodbye: goodbye, to: w)
             sent = true
         }
         return sent || !effects.skipped.isEmpty || !cancelNow.isEmpty

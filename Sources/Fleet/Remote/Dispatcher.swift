@@ -545,6 +545,16 @@ struct Dispatcher<J: DispatchJob> {
         return taken
     }
 
+    /// Takes every worker's outbox that holds something.
+    mutating func takeOutboxes() -> [(worker: Int, requests: [Outgoing<J>], goodbye: Bool)] {
+        var taken: [(worker: Int, requests: [Outgoing<J>], goodbye: Bool)] = []
+        for w in workers.indices where !workers[w].outbox.isEmpty || workers[w].goodbye {
+            let (requests, goodbye) = takeOutbox(w)
+            taken.append((w, requests, goodbye))
+        }
+        return taken
+    }
+
     // MARK: Assignment
 
     private func canTake(_ job: J, _ w: Int) -> Bool {
