@@ -11,7 +11,7 @@ let package = Package(
         // The MPI backend and SPMD communicator (Docs/MPI.md): needs Open MPI
         // (Debian: libopenmpi-dev openmpi-bin). Off by default, so the
         // package builds and tests without it: `swift build --traits MPI`.
-        .trait(name: "MPI"),
+        .trait(name: "MPI")
     ],
     dependencies: [
         // Deque (the worker queues) and Heap (the deadline watchdog).
@@ -54,11 +54,18 @@ let package = Package(
         // Remote tasks the tests run, and the worker program that serves
         // them (the test runner's own main cannot call bootstrap).
         .target(name: "FleetTestTasks", dependencies: ["Fleet"], path: "Tests/FleetTestTasks"),
-        .executableTarget(name: "FleetTestWorker", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetTestWorker"),
+        .executableTarget(
+            name: "FleetTestWorker", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetTestWorker"),
         // The MPI checks the tests run under mpirun (they say so and exit
         // without the MPI trait).
-        .executableTarget(name: "FleetMPIChecks", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetMPIChecks"),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "FleetTestTasks", "FleetTestWorker", "FleetMPIChecks", "FleetCLI", "FeatureExtraction", "FetchURLs", "GaussianMixture"]),
+        .executableTarget(
+            name: "FleetMPIChecks", dependencies: ["Fleet", "FleetTestTasks"], path: "Tests/FleetMPIChecks"),
+        .testTarget(
+            name: "FleetTests",
+            dependencies: [
+                "Fleet", "FleetTestTasks", "FleetTestWorker", "FleetMPIChecks", "FleetCLI", "FeatureExtraction",
+                "FetchURLs", "GaussianMixture",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

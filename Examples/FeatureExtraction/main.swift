@@ -21,7 +21,8 @@ enum FeatureTasks {
     /// Computes and stores the features of one WAV file.
     static let logEnergy = RemoteTask("example.logEnergy") { (path: String) throws -> Features in
         let samples = try readWAV(path)
-        let frame = 400, hop = 160  // 25 ms and 10 ms at 16 kHz
+        let frame = 400
+        let hop = 160  // 25 ms and 10 ms at 16 kHz
         var energies: [Float] = []
         var start = 0
         while start + frame <= samples.count {
@@ -62,9 +63,18 @@ func writeWAV(_ path: String, _ samples: [Int16]) throws {
     var d = Data()
     func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
     func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { d.append(contentsOf: $0) } }
-    d.append(contentsOf: "RIFF".utf8); u32(UInt32(36 + samples.count * 2)); d.append(contentsOf: "WAVEfmt ".utf8)
-    u32(16); u16(1); u16(1); u32(16_000); u32(32_000); u16(2); u16(16)
-    d.append(contentsOf: "data".utf8); u32(UInt32(samples.count * 2))
+    d.append(contentsOf: "RIFF".utf8)
+    u32(UInt32(36 + samples.count * 2))
+    d.append(contentsOf: "WAVEfmt ".utf8)
+    u32(16)
+    u16(1)
+    u16(1)
+    u32(16_000)
+    u32(32_000)
+    u16(2)
+    u16(16)
+    d.append(contentsOf: "data".utf8)
+    u32(UInt32(samples.count * 2))
     for s in samples { u16(UInt16(bitPattern: s.littleEndian)) }
     try d.write(to: URL(fileURLWithPath: path))
 }
@@ -93,14 +103,17 @@ for f in 0..<fileCount {
     let tone = Double(200 + 40 * f)
     let samples = (0..<n).map { i -> Int16 in
         let envelope = 0.5 + 0.5 * sin(Double(i) / 8_000)
-        return Int16(8_000 * envelope * sin(2 * .pi * tone * Double(i) / 16_000) + Double.random(in: -300...300, using: &rng))
+        return Int16(
+            8_000 * envelope * sin(2 * .pi * tone * Double(i) / 16_000) + Double.random(in: -300...300, using: &rng))
     }
     try writeWAV("\(folder)/utt-\(f).wav", samples)
 }
 
 var reference: [Features]?
-for (name, pool) in [("serial (no executor)", nil as Pool?), ("threads", try Pool.threads(workers: workers)),
-                     ("processes", try Pool.processes(workers: workers))] {
+for (name, pool) in [
+    ("serial (no executor)", nil as Pool?), ("threads", try Pool.threads(workers: workers)),
+    ("processes", try Pool.processes(workers: workers)),
+] {
     let start = ContinuousClock.now
     let features = try await computeAndStoreFeatures(folder: folder, executor: pool)
     let elapsed = ContinuousClock.now - start

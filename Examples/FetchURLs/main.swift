@@ -23,7 +23,9 @@ func httpGet(_ url: String) throws -> [UInt8] {
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     inet_pton(AF_INET, host, &addr.sin_addr)
     let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard rc == 0 else { throw FetchError("connect to \(url): \(errno)") }
     let request = Array("GET \(u.path.isEmpty ? "/" : u.path) HTTP/1.0\r\nHost: \(host)\r\n\r\n".utf8)
@@ -35,7 +37,9 @@ func httpGet(_ url: String) throws -> [UInt8] {
         if n <= 0 { break }
         response.append(contentsOf: chunk[0..<n])
     }
-    guard let split = response.firstRange(of: Array("\r\n\r\n".utf8)) else { throw FetchError("no HTTP header from \(url)") }
+    guard let split = response.firstRange(of: Array("\r\n\r\n".utf8)) else {
+        throw FetchError("no HTTP header from \(url)")
+    }
     return Array(response[split.upperBound...])
 }
 
@@ -50,7 +54,9 @@ func startServer(delay: Duration) throws -> Int {
     addr.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+        }
     }
     guard bound, listen(fd, 512) == 0 else { throw FetchError("cannot listen on 127.0.0.1") }
     let micros = UInt32(delay.components.seconds * 1_000_000 + delay.components.attoseconds / 1_000_000_000_000)
@@ -94,8 +100,10 @@ let port = try startServer(delay: delay)
 let urls = (0..<count).map { "http://127.0.0.1:\(port)/page/\($0)" }
 print("\(count) URLs, each answered after \(delay), from a server on 127.0.0.1:\(port)")
 var times: [(String, Duration)] = []
-for (name, pool) in [("serial", Pool.serial), ("threads (\(threadCount))", try Pool.threads(workers: threadCount)),
-                     ("processes (\(processCount))", try Pool.processes(workers: processCount))] {
+for (name, pool) in [
+    ("serial", Pool.serial), ("threads (\(threadCount))", try Pool.threads(workers: threadCount)),
+    ("processes (\(processCount))", try Pool.processes(workers: processCount)),
+] {
     try await pool.waitUntilReady()
     let start = ContinuousClock.now
     let sizes = try await pool.map(urls, FetchTasks.fetch, options: MapOptions(batchSize: 1))

@@ -38,7 +38,8 @@ enum GaussianMixtureEM {
 
     /// Accumulates `points`' sufficient statistics under `model`.
     static func statistics(of points: Points, under model: Mixture) -> [Double] {
-        let k = model.components, d = points.dims
+        let k = model.components
+        let d = points.dims
         var stats = [Double](repeating: 0, count: Statistics.count(components: k, dims: d))
         // Per component: log weight − ½ Σ log(2π σ²), and 1/σ².
         var constant = [Double](repeating: 0, count: k)
@@ -105,9 +106,10 @@ enum GaussianMixtureEM {
     /// summed statistics.
     static func update(from stats: [Double], components k: Int, dims d: Int) -> Mixture {
         let total = stats[stats.count - 1]
-        var model = Mixture(weights: [Double](repeating: 0, count: k),
-                            means: [Double](repeating: 0, count: k * d),
-                            variances: [Double](repeating: 0, count: k * d))
+        var model = Mixture(
+            weights: [Double](repeating: 0, count: k),
+            means: [Double](repeating: 0, count: k * d),
+            variances: [Double](repeating: 0, count: k * d))
         for c in 0..<k {
             let n = max(stats[c], 1e-10)
             model.weights[c] = n / total
@@ -124,8 +126,10 @@ enum GaussianMixtureEM {
     /// `sum` adds up the statistics of every shard (the identity for one
     /// shard, an allreduce across MPI ranks); `step` hears each iteration's
     /// mean log-likelihood per point.
-    static func fit(_ shard: Points, start: Mixture, iterations: Int,
-                    sum: (inout [Double]) throws -> Void, step: (Int, Double) -> Void = { _, _ in }) rethrows -> Mixture {
+    static func fit(
+        _ shard: Points, start: Mixture, iterations: Int,
+        sum: (inout [Double]) throws -> Void, step: (Int, Double) -> Void = { _, _ in }
+    ) rethrows -> Mixture {
         var model = start
         for iteration in 0..<iterations {
             var stats = statistics(of: shard, under: model)
@@ -185,8 +189,9 @@ enum SyntheticData {
             let i = (c * n) / k + n / (2 * k)
             means += points(i..<(i + 1), from: truth, seed: seed).values
         }
-        return Mixture(weights: [Double](repeating: 1 / Double(k), count: k), means: means,
-                       variances: [Double](repeating: 1, count: k * d))
+        return Mixture(
+            weights: [Double](repeating: 1 / Double(k), count: k), means: means,
+            variances: [Double](repeating: 1, count: k * d))
     }
 }
 

@@ -33,7 +33,9 @@ struct Arguments {
         }
         func count(_ flag: String) throws -> Int {
             let text = try value(flag)
-            guard let n = Int(text), n > 0 else { throw UsageError("\(flag) wants a positive whole number, not \"\(text)\"") }
+            guard let n = Int(text), n > 0 else {
+                throw UsageError("\(flag) wants a positive whole number, not \"\(text)\"")
+            }
             return n
         }
         while let flag = rest.popFirst() {
@@ -48,7 +50,9 @@ struct Arguments {
             default: throw UsageError("unknown option \(flag)")
             }
         }
-        guard points >= components else { throw UsageError("--points (\(points)) must be at least --components (\(components))") }
+        guard points >= components else {
+            throw UsageError("--points (\(points)) must be at least --components (\(components))")
+        }
     }
 }
 
@@ -58,8 +62,10 @@ struct UsageError: Error, CustomStringConvertible {
 }
 
 func report(_ model: Mixture, _ args: Arguments, seconds: Double, where place: String) throws {
-    print(String(format: "fitted %d components in %d dimensions to %d points, %d iterations, in %.2f s %@",
-                 args.components, args.dims, args.points, args.iterations, seconds, place))
+    print(
+        String(
+            format: "fitted %d components in %d dimensions to %d points, %d iterations, in %.2f s %@",
+            args.components, args.dims, args.points, args.iterations, seconds, place))
     let heaviest = model.weights.indices.max { model.weights[$0] < model.weights[$1] }!
     print(String(format: "heaviest component: %d, weight %.4f", heaviest, model.weights[heaviest]))
     if let path = args.output {
@@ -82,8 +88,9 @@ func fitSerially(_ args: Arguments) throws {
     let start = SyntheticData.start(components: args.components, total: args.points, truth: truth, seed: args.seed)
     let data = SyntheticData.points(0..<args.points, from: truth, seed: args.seed)
     let began = Date()
-    let model = GaussianMixtureEM.fit(data, start: start, iterations: args.iterations, sum: { _ in },
-                                      step: { progress($0, $1, args) })
+    let model = GaussianMixtureEM.fit(
+        data, start: start, iterations: args.iterations, sum: { _ in },
+        step: { progress($0, $1, args) })
     try report(model, args, seconds: Date().timeIntervalSince(began), where: "in one process")
 }
 
@@ -93,20 +100,26 @@ func fitAcrossRanks(_ args: Arguments, _ world: Communicator) throws {
     let truth = SyntheticData.truth(components: args.components, dims: args.dims, seed: args.seed)
     let start = SyntheticData.start(components: args.components, total: args.points, truth: truth, seed: args.seed)
     // Shards as numpy.array_split cuts them: the first n % size get one more.
-    let base = args.points / world.size, extra = args.points % world.size
+    let base = args.points / world.size
+    let extra = args.points % world.size
     let first = world.rank * base + min(world.rank, extra)
-    let shard = SyntheticData.points(first..<(first + base + (world.rank < extra ? 1 : 0)), from: truth, seed: args.seed)
+    let shard = SyntheticData.points(
+        first..<(first + base + (world.rank < extra ? 1 : 0)), from: truth, seed: args.seed)
     try world.barrier()
     let began = Date()
-    let model = try GaussianMixtureEM.fit(shard, start: start, iterations: args.iterations,
-                                          sum: { try world.allreduce(&$0, .sum) },
-                                          step: { if world.rank == 0 { progress($0, $1, args) } })
+    let model = try GaussianMixtureEM.fit(
+        shard, start: start, iterations: args.iterations,
+        sum: { try world.allreduce(&$0, .sum) },
+        step: { if world.rank == 0 { progress($0, $1, args) } })
     let seconds = Date().timeIntervalSince(began)
     let hosts = try world.gather(world.processorName)
     if let hosts {
         let distinct = Set(hosts).sorted()
-        try report(model, args, seconds: seconds,
-                   where: "on \(world.size) ranks (\(distinct.count) host\(distinct.count == 1 ? "" : "s"): \(distinct.joined(separator: ", ")))")
+        try report(
+            model, args, seconds: seconds,
+            where:
+                "on \(world.size) ranks (\(distinct.count) host\(distinct.count == 1 ? "" : "s"): \(distinct.joined(separator: ", ")))"
+        )
     }
 }
 #endif

@@ -30,7 +30,10 @@ func advise(_ rows: [BenchSummary]) -> [Advice] {
     var order: [String] = []
     for r in rows where !order.contains(r.workload) { order.append(r.workload) }
     return order.compactMap { workload in
-        let candidates = rows.filter { $0.workload == workload && !["baseline", "mpi-c"].contains($0.backend) && $0.check == "ok" && $0.figure.isFinite }
+        let candidates = rows.filter {
+            $0.workload == workload && !["baseline", "mpi-c"].contains($0.backend) && $0.check == "ok"
+                && $0.figure.isFinite
+        }
         guard let first = candidates.first else { return nil }
         let bigger = biggerIsBetter(first.unit)
         let winner = candidates.max { bigger ? $0.figure < $1.figure : $0.figure > $1.figure }!
@@ -45,9 +48,11 @@ func advise(_ rows: [BenchSummary]) -> [Advice] {
 func renderAdvice(_ advice: [Advice], markdown: Bool) -> String {
     let header = ["workload", "use", "workers", "figure", "unit", "next best", "margin"]
     let rows = advice.map { a in
-        [a.workload, a.winner.backend, "\(a.winner.workers)", formatFigure(a.winner.figure), a.winner.unit,
-         a.others.first.map { "\($0.0.backend) (\($0.0.workers))" } ?? "-",
-         a.others.first.map { String(format: "%.2fx", $0.1) } ?? "-"]
+        [
+            a.workload, a.winner.backend, "\(a.winner.workers)", formatFigure(a.winner.figure), a.winner.unit,
+            a.others.first.map { "\($0.0.backend) (\($0.0.workers))" } ?? "-",
+            a.others.first.map { String(format: "%.2fx", $0.1) } ?? "-",
+        ]
     }
     return renderGrid(header, rows, rightAligned: 2...3, markdown: markdown)
 }

@@ -10,21 +10,30 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Run the standard workloads (shared/bench/WORKLOADS.md) on each backend."
     )
 
-    @Option(name: .long, parsing: .upToNextOption,
-            help: "Workloads to run (\(Workload.allCases.map(\.rawValue).joined(separator: ", "))). Default: all.")
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help: "Workloads to run (\(Workload.allCases.map(\.rawValue).joined(separator: ", "))). Default: all.")
     var workload: [Workload] = []
 
-    @Option(name: .long, parsing: .upToNextOption,
-            help: "Backends (\(BenchBackend.allCases.map(\.rawValue).joined(separator: ", "))). Default: those that need no MPI job (\(BenchBackend.standard.map(\.rawValue).joined(separator: ", "))).")
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help:
+            "Backends (\(BenchBackend.allCases.map(\.rawValue).joined(separator: ", "))). Default: those that need no MPI job (\(BenchBackend.standard.map(\.rawValue).joined(separator: ", ")))."
+    )
     var backend: [BenchBackend] = []
 
-    @Option(name: .long, help: ArgumentHelp(
-        "The command that starts the mpi and mpi-c runs, before its -np.",
-        discussion: "Default: mpirun, with --oversubscribe when the ranks outnumber the cores and --allow-run-as-root as root. An mpi run with N workers has N + 1 ranks (rank 0 drives)."))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The command that starts the mpi and mpi-c runs, before its -np.",
+            discussion:
+                "Default: mpirun, with --oversubscribe when the ranks outnumber the cores and --allow-run-as-root as root. An mpi run with N workers has N + 1 ranks (rank 0 drives)."
+        ))
     var mpirun: String?
 
-    @Option(name: .long, parsing: .upToNextOption,
-            help: "Worker counts. Default: the usable cores (100 for io, 2 for startup).")
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help: "Worker counts. Default: the usable cores (100 for io, 2 for startup).")
     var workers: [Int] = []
 
     @Option(name: .long, help: "Runs of each workload on each backend.")
@@ -53,24 +62,31 @@ struct BenchCommand: AsyncParsableCommand {
         if let k = cpuK, k <= 0 { throw ValidationError("--cpu-k must be positive, got \(k)") }
         if (task == nil) != (input == nil) { throw ValidationError("--task and --input go together") }
         if ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil {
-            throw ValidationError("run fleet bench itself, not under mpirun: it starts each mpi run under mpirun (-np workers + 1; --mpirun to change how)")
+            throw ValidationError(
+                "run fleet bench itself, not under mpirun: it starts each mpi run under mpirun (-np workers + 1; --mpirun to change how)"
+            )
         }
         #if !MPI
         if backend.contains(.mpi) {
-            throw ValidationError("this fleet was built without the MPI trait, so it has no mpi backend: swift build -c release --traits MPI (scripts/bench does)")
+            throw ValidationError(
+                "this fleet was built without the MPI trait, so it has no mpi backend: swift build -c release --traits MPI (scripts/bench does)"
+            )
         }
         #endif
     }
 
     func run() async throws {
         if let task, let input {
-            return try await benchTask(task, input: input, backends: backend, workers: workers, runs: runs,
-                                       markdown: markdown)
+            return try await benchTask(
+                task, input: input, backends: backend, workers: workers, runs: runs,
+                markdown: markdown)
         }
         let backends = backend.isEmpty ? BenchBackend.standard : backend
         let workloads = workload.isEmpty ? Workload.allCases.filter { w in backends.contains { $0.runs(w) } } : workload
         for w in workloads where !backends.contains(where: { $0.runs(w) }) {
-            throw ValidationError("no backend named runs \(w.rawValue): it runs on \(BenchBackend.allCases.filter { $0.runs(w) }.map(\.rawValue).joined(separator: ", "))")
+            throw ValidationError(
+                "no backend named runs \(w.rawValue): it runs on \(BenchBackend.allCases.filter { $0.runs(w) }.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         let k = workloads.contains(.cpu) ? (cpuK ?? calibrateCPU()) : 0
         var summaries: [BenchSummary] = []
@@ -100,9 +116,11 @@ struct BenchCommand: AsyncParsableCommand {
                 for _ in 0..<runs {
                     records.append(try runChild(workload: w, backend: b, workers: n, cpuK: k))
                     finishedRuns += 1
-                    bar.report(ProgressSnapshot(submitted: finishedRuns, completed: finishedRuns, failed: 0,
-                                                total: max(plannedRuns, finishedRuns),
-                                                elapsed: ContinuousClock.now - started, isFinished: false))
+                    bar.report(
+                        ProgressSnapshot(
+                            submitted: finishedRuns, completed: finishedRuns, failed: 0,
+                            total: max(plannedRuns, finishedRuns),
+                            elapsed: ContinuousClock.now - started, isFinished: false))
                 }
                 groups.append(records)
             }
@@ -113,8 +131,10 @@ struct BenchCommand: AsyncParsableCommand {
             }
             fflush(nil)
         }
-        bar.report(ProgressSnapshot(submitted: finishedRuns, completed: finishedRuns, failed: 0,
-                                    total: finishedRuns, elapsed: ContinuousClock.now - started, isFinished: true))
+        bar.report(
+            ProgressSnapshot(
+                submitted: finishedRuns, completed: finishedRuns, failed: 0,
+                total: finishedRuns, elapsed: ContinuousClock.now - started, isFinished: true))
         if !json {
             print(renderTable(summaries, markdown: markdown))
             print()
@@ -139,7 +159,9 @@ struct BenchCommand: AsyncParsableCommand {
         switch w {
         case .cpu:
             let serial = groups.first { $0.first?.backend == "serial" }.map { median($0.map(\.seconds)) } ?? .nan
-            for g in groups.indices { for r in groups[g].indices { groups[g][r].figure = serial / groups[g][r].seconds } }
+            for g in groups.indices {
+                for r in groups[g].indices { groups[g][r].figure = serial / groups[g][r].seconds }
+            }
         case .bigresult:
             for g in groups.indices {
                 for r in groups[g].indices { groups[g][r].figure = Double(groups[g][r].peak_rss_bytes) / 1_048_576 }
@@ -153,16 +175,20 @@ struct BenchCommand: AsyncParsableCommand {
         var out: [String] = []
         for c in rows where c.backend == "mpi-c" {
             for r in rows where r.workload == c.workload && r.backend == "mpi" && r.workers == c.workers {
-                out.append(String(format: "%@: Fleet takes %.2fx the C program's time per call (%@ vs %@ %@, %d ranks).",
-                                  r.workload, r.figure / c.figure, formatFigure(r.figure), formatFigure(c.figure), r.unit,
-                                  r.workers + 1))
+                out.append(
+                    String(
+                        format: "%@: Fleet takes %.2fx the C program's time per call (%@ vs %@ %@, %d ranks).",
+                        r.workload, r.figure / c.figure, formatFigure(r.figure), formatFigure(c.figure), r.unit,
+                        r.workers + 1))
             }
         }
         for base in rows where base.backend == "baseline" {
             for r in rows where r.workload == base.workload && r.backend == "threads" && r.workers == base.workers {
                 let ratio = base.workload == "tiny" ? r.figure / base.figure : base.seconds / r.seconds
-                out.append(String(format: "%@: threads reach %.0f%% of the baseline (%@ vs %@ %@).",
-                                  r.workload, ratio * 100, formatFigure(r.figure), formatFigure(base.figure), r.unit))
+                out.append(
+                    String(
+                        format: "%@: threads reach %.0f%% of the baseline (%@ vs %@ %@).",
+                        r.workload, ratio * 100, formatFigure(r.figure), formatFigure(base.figure), r.unit))
             }
         }
         return out
@@ -171,10 +197,13 @@ struct BenchCommand: AsyncParsableCommand {
     private func runChild(workload: Workload, backend: BenchBackend, workers: Int, cpuK: Int) throws -> BenchRecord {
         let process = Process()
         let fleet = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        let arguments = ["run-one", "--workload", workload.rawValue, "--backend", backend.rawValue,
-                         "--workers", "\(workers)", "--cpu-k", "\(cpuK)"]
+        let arguments = [
+            "run-one", "--workload", workload.rawValue, "--backend", backend.rawValue,
+            "--workers", "\(workers)", "--cpu-k", "\(cpuK)",
+        ]
         if backend.isMPI {
-            let program = backend == .mpi ? [fleet.path] + arguments : [try allreduceProgram(beside: fleet), "\(workers)"]
+            let program =
+                backend == .mpi ? [fleet.path] + arguments : [try allreduceProgram(beside: fleet), "\(workers)"]
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = mpirunCommand(ranks: workers + 1) + program
             process.environment = mpiEnvironment()
@@ -188,8 +217,8 @@ struct BenchCommand: AsyncParsableCommand {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0,
-              let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
-              let record = try? JSONDecoder().decode(BenchRecord.self, from: Data(line.utf8))
+            let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
+            let record = try? JSONDecoder().decode(BenchRecord.self, from: Data(line.utf8))
         else {
             throw ValidationError("the \(workload) run on \(backend) failed (exit status \(process.terminationStatus))")
         }
@@ -225,10 +254,11 @@ struct BenchRunCommand: AsyncParsableCommand {
         if !backend.isMPI { MallocTuning.returnLargeBlocksToSystem() }
         let m = try await runWorkload(workload, backend: backend, workers: workers, cpuK: cpuK)
         // (Under MPI only rank 0 gets here: the others serve, then exit.)
-        let record = BenchRecord(workload: workload.rawValue, backend: backend.rawValue,
-                                 workers: backend == .serial ? 1 : workers, tasks: m.tasks, seconds: m.seconds,
-                                 figure: m.figure, unit: m.unit, check: m.check,
-                                 peak_rss_bytes: peakRSSBytes() + m.workerPeakBytes)
+        let record = BenchRecord(
+            workload: workload.rawValue, backend: backend.rawValue,
+            workers: backend == .serial ? 1 : workers, tasks: m.tasks, seconds: m.seconds,
+            figure: m.figure, unit: m.unit, check: m.check,
+            peak_rss_bytes: peakRSSBytes() + m.workerPeakBytes)
         print(record.jsonLine)
     }
 }

@@ -55,8 +55,10 @@ struct BenchSummary {
 func renderTable(_ rows: [BenchSummary], markdown: Bool = false) -> String {
     let header = ["workload", "backend", "workers", "runs", "median s", "figure", "unit", "peak RSS", "check"]
     let cells = rows.map { r in
-        [r.workload, r.backend, "\(r.workers)", "\(r.runs)", String(format: "%.4f", r.seconds),
-         formatFigure(r.figure), r.unit, String(format: "%.1f MiB", r.peakRSS / 1_048_576), r.check]
+        [
+            r.workload, r.backend, "\(r.workers)", "\(r.runs)", String(format: "%.4f", r.seconds),
+            formatFigure(r.figure), r.unit, String(format: "%.1f MiB", r.peakRSS / 1_048_576), r.check,
+        ]
     }
     return renderGrid(header, cells, rightAligned: 2...5, markdown: markdown)
 }

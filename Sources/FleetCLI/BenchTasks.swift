@@ -1,5 +1,5 @@
-import Foundation
 import Fleet
+import Foundation
 
 /// The standard workloads' tasks as remote tasks, so that the processes
 /// backend can run them. `main.swift` registers them.

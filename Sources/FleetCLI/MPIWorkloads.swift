@@ -23,7 +23,8 @@ func mpiEnvironment() -> [String: String] {
 func allreduceProgram(beside fleet: URL) throws -> String {
     let path = fleet.deletingLastPathComponent().appendingPathComponent("fleet-allreduce-c").path
     guard FileManager.default.isExecutableFile(atPath: path) else {
-        throw ValidationError("""
+        throw ValidationError(
+            """
             the mpi-c backend runs \(path), which is not there: scripts/bench builds it, or \
             mpicc -O2 -o \(path) Benchmarks/allreduce.c
             """)
@@ -40,7 +41,9 @@ let allreduceCalls = 40
 func runOnMPI(_ workload: Workload, workers: Int, cpuK: Int) async throws -> Measurement {
     let world = try MPI.world
     guard world.size == workers + 1 else {
-        throw ValidationError("an mpi run with \(workers) workers needs \(workers + 1) ranks (mpirun -np \(workers + 1)), not \(world.size)")
+        throw ValidationError(
+            "an mpi run with \(workers) workers needs \(workers + 1) ranks (mpirun -np \(workers + 1)), not \(world.size)"
+        )
     }
     if workload == .allreduce {
         if world.rank != 0 { MPI.run { _ = try allreduceWorkload($0) } }
@@ -71,9 +74,10 @@ func allreduceWorkload(_ world: Communicator) throws -> Measurement {
     for j in 0..<allreduceCount where buffer[j] != Double(ranksSum * (j % 1000)) { wrong += 1 }
     let wrongAnywhere = try world.allreduce(wrong, .sum)
     let peaks = try world.allreduce(peakRSSBytes(), .sum)
-    return Measurement(tasks: allreduceCalls, seconds: total, figure: total / Double(allreduceCalls) * 1e6,
-                       unit: "us/call", check: wrongAnywhere == 0 ? "ok" : "\(wrongAnywhere) wrong sums",
-                       workerPeakBytes: peaks - peakRSSBytes())
+    return Measurement(
+        tasks: allreduceCalls, seconds: total, figure: total / Double(allreduceCalls) * 1e6,
+        unit: "us/call", check: wrongAnywhere == 0 ? "ok" : "\(wrongAnywhere) wrong sums",
+        workerPeakBytes: peaks - peakRSSBytes())
 }
 
 /// The peak memory of the serving ranks, summed: each rank reports its own
@@ -81,14 +85,16 @@ func allreduceWorkload(_ world: Communicator) throws -> Measurement {
 func rankPeaks(_ pool: Pool, ranks: Int) async throws -> Int {
     var peaks: [Int: Int] = [:]
     for _ in 0..<20 where peaks.count < ranks {
-        let reports = try await pool.map(Array(repeating: 2, count: 4 * ranks), BenchTasks.peakRSS,
-                                         options: MapOptions(batchSize: 1))
+        let reports = try await pool.map(
+            Array(repeating: 2, count: 4 * ranks), BenchTasks.peakRSS,
+            options: MapOptions(batchSize: 1))
         for r in reports { peaks[r.rank] = max(peaks[r.rank] ?? 0, r.bytes) }
     }
     return peaks.values.reduce(0, +)
 }
 #else
 func runOnMPI(_ workload: Workload, workers: Int, cpuK: Int) async throws -> Measurement {
-    throw ValidationError("this fleet was built without the MPI trait: swift build -c release --traits MPI (scripts/bench does)")
+    throw ValidationError(
+        "this fleet was built without the MPI trait: swift build -c release --traits MPI (scripts/bench does)")
 }
 #endif

@@ -25,8 +25,9 @@ func remoteWorkload(_ workload: Workload, on pool: Pool, workers: Int, cpuK: Int
         let start = monotonicSeconds()
         let out = try await pool.map(0..<tinyCount, BenchTasks.square)
         let seconds = monotonicSeconds() - start
-        m = Measurement(tasks: tinyCount, seconds: seconds, figure: Double(tinyCount) / seconds, unit: "tasks/s",
-                        check: tinyCheck(out))
+        m = Measurement(
+            tasks: tinyCount, seconds: seconds, figure: Double(tinyCount) / seconds, unit: "tasks/s",
+            check: tinyCheck(out))
     case .futures:
         let n = 100_000
         _ = try await wait((0..<1_000).map { try pool.submit(BenchTasks.noop, $0) })  // untimed warm-up
@@ -45,16 +46,18 @@ func remoteWorkload(_ workload: Workload, on pool: Pool, workers: Int, cpuK: Int
         let start = monotonicSeconds()
         let counts = try await pool.map(ranges, BenchTasks.primes)
         let seconds = monotonicSeconds() - start
-        m = Measurement(tasks: cpuTasks, seconds: seconds, figure: 0, unit: "x serial",
-                        check: cpuCheck(counts.reduce(0, +), k: cpuK))
+        m = Measurement(
+            tasks: cpuTasks, seconds: seconds, figure: 0, unit: "x serial",
+            check: cpuCheck(counts.reduce(0, +), k: cpuK))
     case .io:
         let n = 1_000
         let start = monotonicSeconds()
         let out = try await pool.map(0..<n, BenchTasks.sleep10ms)
         let seconds = monotonicSeconds() - start
         let ideal = 0.010 * Double(n) / Double(min(workers, n))
-        m = Measurement(tasks: n, seconds: seconds, figure: seconds / ideal, unit: "x ideal",
-                        check: out == Array(0..<n) ? "ok" : "wrong results")
+        m = Measurement(
+            tasks: n, seconds: seconds, figure: seconds / ideal, unit: "x ideal",
+            check: out == Array(0..<n) ? "ok" : "wrong results")
     case .payload:
         let inputs = payloadInputs()
         let start = monotonicSeconds()
@@ -63,8 +66,9 @@ func remoteWorkload(_ workload: Workload, on pool: Pool, workers: Int, cpuK: Int
         m = payloadMeasurement(hashes, inputs, seconds: seconds)
     case .bigresult:
         let start = monotonicSeconds()
-        let sum = try await pool.reduce(0..<bigTasks, into: [UInt32](repeating: 0, count: bigCount), BenchTasks.bigArray,
-                                        options: MapOptions(window: 4), merge: addBig)
+        let sum = try await pool.reduce(
+            0..<bigTasks, into: [UInt32](repeating: 0, count: bigCount), BenchTasks.bigArray,
+            options: MapOptions(window: 4), merge: addBig)
         let seconds = monotonicSeconds() - start
         m = bigMeasurement(sum, seconds: seconds)
     case .graph:
@@ -87,8 +91,9 @@ func startupProcesses(workers: Int) async throws -> Measurement {
         times.append(monotonicSeconds() - start)
         ok = ok && value == c &* c
     }
-    return Measurement(tasks: cycles, seconds: times.reduce(0, +), figure: median(times) * 1000, unit: "ms/cycle",
-                       check: ok ? "ok" : "wrong task result")
+    return Measurement(
+        tasks: cycles, seconds: times.reduce(0, +), figure: median(times) * 1000, unit: "ms/cycle",
+        check: ok ? "ok" : "wrong task result")
 }
 
 // MARK: - payload (every backend)
@@ -112,7 +117,8 @@ func payloadInputs() -> [[UInt8]] {
 }
 
 func payloadMeasurement(_ hashes: [UInt64], _ inputs: [[UInt8]], seconds: Double) -> Measurement {
-    let check = hashes.count == inputs.count && zip(hashes, inputs).allSatisfy { $0 == fnv1a($1) }
+    let check =
+        hashes.count == inputs.count && zip(hashes, inputs).allSatisfy { $0 == fnv1a($1) }
         ? "ok" : "wrong hashes"
     let mib = Double(payloadTasks * payloadBytes) / 1_048_576
     return Measurement(tasks: payloadTasks, seconds: seconds, figure: mib / seconds, unit: "MiB/s", check: check)
@@ -140,8 +146,9 @@ func bigMeasurement(_ sum: [UInt32], seconds: Double) -> Measurement {
     var total: UInt64 = 0
     for v in sum { total &+= UInt64(v) }
     let expected = bigExpectedTotal()
-    return Measurement(tasks: bigTasks, seconds: seconds, figure: 0, unit: "MiB peak",
-                       check: total == expected ? "ok" : "total \(total), expected \(expected)")
+    return Measurement(
+        tasks: bigTasks, seconds: seconds, figure: 0, unit: "MiB peak",
+        check: total == expected ? "ok" : "total \(total), expected \(expected)")
 }
 
 // MARK: - graph (every backend)
@@ -162,6 +169,7 @@ func graphWorkload(_ pool: Pool) async throws -> Measurement {
     let root = try await pool.compute(level[0])
     let seconds = monotonicSeconds() - start
     let expected = graphLeaves * (graphLeaves - 1) / 2
-    return Measurement(tasks: nodes, seconds: seconds, figure: seconds / Double(nodes) * 1e6, unit: "us/node",
-                       check: root == expected ? "ok" : "root \(root), expected \(expected)")
+    return Measurement(
+        tasks: nodes, seconds: seconds, figure: seconds / Double(nodes) * 1e6, unit: "us/node",
+        check: root == expected ? "ok" : "root \(root), expected \(expected)")
 }

@@ -127,8 +127,9 @@ func tiny(_ pool: Pool) async throws -> Measurement {
     let start = monotonicSeconds()
     let out = try await pool.map(0..<tinyCount) { $0 &* $0 }
     let seconds = monotonicSeconds() - start
-    return Measurement(tasks: tinyCount, seconds: seconds, figure: Double(tinyCount) / seconds,
-                       unit: "tasks/s", check: tinyCheck(out))
+    return Measurement(
+        tasks: tinyCount, seconds: seconds, figure: Double(tinyCount) / seconds,
+        unit: "tasks/s", check: tinyCheck(out))
 }
 
 /// The in-process limit: the parallel map a Swift programmer writes by hand
@@ -141,7 +142,8 @@ func baselineTiny(workers: Int) -> Measurement {
         [Int](unsafeUninitializedCapacity: tinyCount) { buffer, count in
             nonisolated(unsafe) let base = buffer.baseAddress!
             DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                let lo = tinyCount * c / chunks, hi = tinyCount * (c + 1) / chunks
+                let lo = tinyCount * c / chunks
+                let hi = tinyCount * (c + 1) / chunks
                 for i in lo..<hi { (base + i).initialize(to: f(i)) }
             }
             count = tinyCount
@@ -151,8 +153,9 @@ func baselineTiny(workers: Int) -> Measurement {
     let start = monotonicSeconds()
     let out = run()
     let seconds = monotonicSeconds() - start
-    return Measurement(tasks: tinyCount, seconds: seconds, figure: Double(tinyCount) / seconds,
-                       unit: "tasks/s", check: tinyCheck(out))
+    return Measurement(
+        tasks: tinyCount, seconds: seconds, figure: Double(tinyCount) / seconds,
+        unit: "tasks/s", check: tinyCheck(out))
 }
 
 // MARK: - futures
@@ -180,12 +183,18 @@ let cpuTasks = 32
 func countPrimes(_ lo: Int, _ hi: Int) -> Int {
     var count = 0
     for n in lo..<hi {
-        if n == 2 { count += 1; continue }
+        if n == 2 {
+            count += 1
+            continue
+        }
         if n < 3 || n % 2 == 0 { continue }
         var d = 3
         var prime = true
         while d * d <= n {
-            if n % d == 0 { prime = false; break }
+            if n % d == 0 {
+                prime = false
+                break
+            }
             d += 2
         }
         if prime { count += 1 }
@@ -201,7 +210,10 @@ func primesBelow(_ limit: Int) -> Int {
     for n in 2..<limit where !composite[n] {
         count += 1
         var m = n * n
-        while m < limit { composite[m] = true; m += n }
+        while m < limit {
+            composite[m] = true
+            m += n
+        }
     }
     return count
 }
@@ -224,8 +236,9 @@ func baselineCPU(k: Int) -> Measurement {
     let start = monotonicSeconds()
     DispatchQueue.concurrentPerform(iterations: cpuTasks) { i in counts.set(i, countPrimes(i * k, (i + 1) * k)) }
     let seconds = monotonicSeconds() - start
-    return Measurement(tasks: cpuTasks, seconds: seconds, figure: 0, unit: "x serial",
-                       check: cpuCheck(counts.total, k: k))
+    return Measurement(
+        tasks: cpuTasks, seconds: seconds, figure: 0, unit: "x serial",
+        check: cpuCheck(counts.total, k: k))
 }
 
 /// Per-task results written from several threads.
@@ -267,8 +280,9 @@ func io(_ pool: Pool) async throws -> Measurement {
     }
     let seconds = monotonicSeconds() - start
     let ideal = 0.010 * Double(n) / Double(min(pool.workerCount, n))
-    return Measurement(tasks: n, seconds: seconds, figure: seconds / ideal, unit: "x ideal",
-                       check: out == Array(0..<n) ? "ok" : "wrong results")
+    return Measurement(
+        tasks: n, seconds: seconds, figure: seconds / ideal, unit: "x ideal",
+        check: out == Array(0..<n) ? "ok" : "wrong results")
 }
 
 // MARK: - bigresult
@@ -278,15 +292,17 @@ let bigCount = 4_194_304
 
 func bigresult(_ pool: Pool) async throws -> Measurement {
     let start = monotonicSeconds()
-    let sum = try await pool.reduce(0..<bigTasks, into: [UInt32](repeating: 0, count: bigCount),
-                                    options: MapOptions(window: 4), { makeBigArray($0) }, merge: addBig)
+    let sum = try await pool.reduce(
+        0..<bigTasks, into: [UInt32](repeating: 0, count: bigCount),
+        options: MapOptions(window: 4), { makeBigArray($0) }, merge: addBig)
     return bigMeasurement(sum, seconds: monotonicSeconds() - start)
 }
 
 /// Σ_i Σ_j (i·j mod 7), from the period of j ↦ i·j mod 7.
 func bigExpectedTotal() -> UInt64 {
     var total: UInt64 = 0
-    let periods = bigCount / 7, rest = bigCount % 7
+    let periods = bigCount / 7
+    let rest = bigCount % 7
     for i in 0..<bigTasks {
         var period: UInt64 = 0
         for r in 0..<7 { period += UInt64((i * r) % 7) }
@@ -311,8 +327,9 @@ func startup(kind: BackendKind, workers: Int) async throws -> Measurement {
         ok = ok && value == c &* c
     }
     let ms = median(times) * 1000
-    return Measurement(tasks: cycles, seconds: times.reduce(0, +), figure: ms, unit: "ms/cycle",
-                       check: ok ? "ok" : "wrong task result")
+    return Measurement(
+        tasks: cycles, seconds: times.reduce(0, +), figure: ms, unit: "ms/cycle",
+        check: ok ? "ok" : "wrong task result")
 }
 
 // MARK: - helpers

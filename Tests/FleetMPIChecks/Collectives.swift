@@ -17,7 +17,8 @@ func checkCollectives() throws {
     // Point to point: a ring, numbers then Codable values. Arrays of 16
     // Doubles are an exact number of chunks when messages are split at 64
     // bytes, and 1,000 are not.
-    let next = (r + 1) % n, prev = (r + n - 1) % n
+    let next = (r + 1) % n
+    let prev = (r + n - 1) % n
     for length in [0, 16, 1_000] {
         let mine = (0..<length).map { Double(r * 10_000 + $0) }
         var got: [Double]
@@ -39,8 +40,9 @@ func checkCollectives() throws {
         received = try w.receive(Note.self, from: prev, tag: 8)
         try w.send(note, to: next, tag: 8)
     }
-    expect(received == Note(from: prev, text: "from \(prev) to \(r)", values: (0..<300).map { Float($0 * prev) }),
-           "Codable ring on rank \(r)")
+    expect(
+        received == Note(from: prev, text: "from \(prev) to \(r)", values: (0..<300).map { Float($0 * prev) }),
+        "Codable ring on rank \(r)")
 
     // Broadcast: other ranks' arrays are replaced whatever their length.
     var b: [Int32] = r == 1 ? Array(0..<1_000) : [99]
@@ -95,12 +97,15 @@ func checkCollectives() throws {
     // Reductions, Codable: the merge need not commute; it sees lower ranks
     // on the left.
     let joined = try w.reduce("\(r)", root: n - 1) { $0 + "," + $1 }
-    expect(r != n - 1 || joined == (0..<n).map(String.init).joined(separator: ","), "Codable reduce order: \(joined ?? "nil")")
+    expect(
+        r != n - 1 || joined == (0..<n).map(String.init).joined(separator: ","),
+        "Codable reduce order: \(joined ?? "nil")")
     let merged = try w.allreduce(Note(from: r, text: "\(r)", values: [Float(r)])) { a, b in
         Note(from: min(a.from, b.from), text: a.text + b.text, values: a.values + b.values)
     }
-    expect(merged == Note(from: 0, text: (0..<n).map(String.init).joined(), values: (0..<n).map(Float.init)),
-           "Codable allreduce on rank \(r)")
+    expect(
+        merged == Note(from: 0, text: (0..<n).map(String.init).joined(), values: (0..<n).map(Float.init)),
+        "Codable allreduce on rank \(r)")
 
     // Bad input: a clear error on every rank, never a hang.
     do {
@@ -139,7 +144,9 @@ func checkHuge() throws {
         try w.send(bytes, to: 1, tag: 1)
     } else if w.rank == 1 {
         let got = try w.receive([UInt8].self, from: 0, tag: 1)
-        expect(got.count == count && got[0] == 7 && got[count / 2] == 7 && got[count - 1] == 9, "a 2 GiB message arrived whole")
+        expect(
+            got.count == count && got[0] == 7 && got[count / 2] == 7 && got[count - 1] == 9,
+            "a 2 GiB message arrived whole")
     }
     try w.barrier()
     if w.rank == 0 { print("ok huge: \(count) bytes") }

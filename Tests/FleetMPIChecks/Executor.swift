@@ -28,7 +28,8 @@ func checkExecutor() async throws {
         let out = try await pool.map(0..<2_000, TestTasks.square, options: MapOptions(batchSize: size))
         expect(out == (0..<2_000).map { $0 * $0 }, "map with batches of \(size)")
     }
-    let ranks = Set(try await pool.map(Array(repeating: 0, count: 400), MPITasks.whereAmI, options: MapOptions(batchSize: 1)))
+    let ranks = Set(
+        try await pool.map(Array(repeating: 0, count: 400), MPITasks.whereAmI, options: MapOptions(batchSize: 1)))
     expect(ranks == Set(1..<n), "ranks that ran tasks: \(ranks.sorted())")
 
     // Unordered: every index once.
@@ -72,8 +73,10 @@ func checkExecutor() async throws {
     let sums = try await pool.map(buffers, TestTasks.sumBytes)
     expect(sums == (0..<12).map { $0 * (1 << 20) }, "sums of 1 MiB inputs")
     let structs = try await pool.map([3, 300_000], TestTasks.bigStruct)
-    expect(structs.map(\.values.count) == [3, 300_000] && structs[1].values[299_999] == UInt16(truncatingIfNeeded: 299_999),
-           "big results")
+    expect(
+        structs.map(\.values.count) == [3, 300_000]
+            && structs[1].values[299_999] == UInt16(truncatingIfNeeded: 299_999),
+        "big results")
 
     // A task's error reaches the driver with its index and its rank.
     do {
@@ -95,11 +98,15 @@ func checkExecutor() async throws {
         _ = try await slow.value
         fail("no time-out")
     } catch FleetError.timedOut {}
-    expect(try await pool.map(0..<100, TestTasks.square) == (0..<100).map { $0 * $0 }, "the pool works after a time-out")
+    expect(
+        try await pool.map(0..<100, TestTasks.square) == (0..<100).map { $0 * $0 }, "the pool works after a time-out")
 
     // Cancelling the caller stops the map, and running tasks see it.
-    let spinning = Task { try await pool.map(Array(repeating: 5_000, count: 2 * (n - 1)), TestTasks.spinUntilCancelled,
-                                             options: MapOptions(batchSize: 1)) }
+    let spinning = Task {
+        try await pool.map(
+            Array(repeating: 5_000, count: 2 * (n - 1)), TestTasks.spinUntilCancelled,
+            options: MapOptions(batchSize: 1))
+    }
     try await Task.sleep(for: .milliseconds(300))
     let began = ContinuousClock.now
     spinning.cancel()
@@ -112,7 +119,9 @@ func checkExecutor() async throws {
     let leaves = (0..<64).map { Graph.call(TestTasks.leaf, Graph.value($0)) }
     var level = leaves
     while level.count > 1 {
-        level = stride(from: 0, to: level.count, by: 2).map { Graph.call(TestTasks.sumAll, [level[$0], level[$0 + 1]]) }
+        level = stride(from: 0, to: level.count, by: 2).map {
+            Graph.call(TestTasks.sumAll, [level[$0], level[$0 + 1]])
+        }
     }
     let root = try await pool.compute(level[0])
     expect(root == (0..<64).reduce(0, +), "graph root \(root)")
@@ -160,9 +169,12 @@ func slowMap() async throws {
     print("started")
     fflush(nil)
     // Tell the test the job is under way.
-    if let marker = CommandLine.arguments.dropFirst(2).first { _ = FileManager.default.createFile(atPath: marker, contents: nil) }
+    if let marker = CommandLine.arguments.dropFirst(2).first {
+        _ = FileManager.default.createFile(atPath: marker, contents: nil)
+    }
     do {
-        let out = try await pool.map(Array(repeating: 20, count: 3_000), TestTasks.sleep, options: MapOptions(batchSize: 1))
+        let out = try await pool.map(
+            Array(repeating: 20, count: 3_000), TestTasks.sleep, options: MapOptions(batchSize: 1))
         print("finished \(out.count)")
     } catch {
         print("driver caught: \(error)")

@@ -1,5 +1,6 @@
 import Fleet
 import FleetTestTasks
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,6 @@
 import Fleet
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -194,8 +195,10 @@ public enum TestTasks {
     /// `accumulateStatistics` as a remote task.
     public static let accumulate = RemoteTask("accumulate", accumulateStatistics)
 
-    public static let all: [any RemoteTaskDeclaration] = [setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
-        square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply, megabyte,
+    public static let all: [any RemoteTaskDeclaration] = [
+        setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
+        square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply,
+        megabyte,
         closeChannel, orphan, spinUntilCancelled,
     ]
 }

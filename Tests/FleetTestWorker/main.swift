@@ -1,5 +1,6 @@
 import Fleet
 import FleetTestTasks
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,7 +19,8 @@ if CommandLine.arguments.dropFirst().first == "--driver" {
     try await pool.waitUntilReady()
     var pids = Set<Int32>()
     while pids.count < 2 {
-        let a = try pool.submit(TestTasks.sleepPid, 200), b = try pool.submit(TestTasks.sleepPid, 200)
+        let a = try pool.submit(TestTasks.sleepPid, 200)
+        let b = try pool.submit(TestTasks.sleepPid, 200)
         pids.insert(try await a.value)
         pids.insert(try await b.value)
     }

@@ -24,13 +24,17 @@ func runProgram(_ name: String, _ arguments: [String], errors: Bool = false) thr
 func runFleet(_ arguments: [String]) throws -> (String, Int32) { try runProgram("fleet", arguments) }
 
 /// Runs `fleet`, returning its output and error output together.
-func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) { try runProgram("fleet", arguments, errors: true) }
+func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) {
+    try runProgram("fleet", arguments, errors: true)
+}
 
 @Suite struct BenchCommandTests {
     @Test func benchSaysWhatToUse() throws {
         // Serial's start-up (no threads) beats the others by far, every time.
-        let (out, status) = try runFleet(["bench", "--workload", "startup", "--backend", "serial", "threads",
-                                          "--runs", "1", "--markdown"])
+        let (out, status) = try runFleet([
+            "bench", "--workload", "startup", "--backend", "serial", "threads",
+            "--runs", "1", "--markdown",
+        ])
         #expect(status == 0)
         #expect(out.contains("| workload | backend | workers |"))
         #expect(out.contains("What to use:"))
@@ -40,7 +44,9 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) { try r
     }
 
     @Test func benchSaysWhichWorkloadsABackendCannotRun() throws {
-        let (out, status) = try runFleetWithErrors(["bench", "--workload", "allreduce", "--backend", "threads", "--runs", "1"])
+        let (out, status) = try runFleetWithErrors([
+            "bench", "--workload", "allreduce", "--backend", "threads", "--runs", "1",
+        ])
         #expect(status != 0)
         #expect(out.contains("no backend named runs allreduce: it runs on mpi, mpi-c"), "\(out)")
     }
@@ -49,17 +55,22 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) { try r
     @Test func benchSaysHowToGetTheMPIBackend() throws {
         let (out, status) = try runFleetWithErrors(["bench", "--workload", "tiny", "--backend", "mpi", "--runs", "1"])
         #expect(status != 0)
-        #expect(out.contains("built without the MPI trait, so it has no mpi backend: swift build -c release --traits MPI"), "\(out)")
+        #expect(
+            out.contains("built without the MPI trait, so it has no mpi backend: swift build -c release --traits MPI"),
+            "\(out)")
     }
     #endif
 
     @Test func benchJSONHasTheContractsKeys() throws {
-        let (out, status) = try runFleet(["bench", "--workload", "graph", "--backend", "processes", "--runs", "1", "--json"])
+        let (out, status) = try runFleet([
+            "bench", "--workload", "graph", "--backend", "processes", "--runs", "1", "--json",
+        ])
         #expect(status == 0)
         let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("{") })
         let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         let keys = Set(record?.keys.map { $0 } ?? [])
-        #expect(keys == ["workload", "backend", "workers", "tasks", "seconds", "figure", "unit", "check", "peak_rss_bytes"])
+        #expect(
+            keys == ["workload", "backend", "workers", "tasks", "seconds", "figure", "unit", "check", "peak_rss_bytes"])
         #expect(record?["check"] as? String == "ok" && record?["tasks"] as? Int == 131_071)
     }
 
@@ -69,13 +80,17 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) { try r
         try Data("[{\"lo\":0,\"hi\":20000},{\"lo\":20000,\"hi\":40000}]".utf8).write(to: URL(fileURLWithPath: input))
         let (out, status) = try runFleet(["bench", "--task", "bench.primes", "--input", input, "--runs", "1"])
         #expect(status == 0, "\(out)")
-        for backend in ["serial", "threads", "processes"] { #expect(out.contains("bench.primes  \(backend)"), "\(out)") }
+        for backend in ["serial", "threads", "processes"] {
+            #expect(out.contains("bench.primes  \(backend)"), "\(out)")
+        }
         #expect(out.contains("wins") && out.contains("Use Pool.make(."))
         // Unknown tasks and inputs of the wrong shape are clear errors.
         let (unknown, bad) = try runFleetWithErrors(["bench", "--task", "nope", "--input", input])
         #expect(bad != 0 && unknown.contains("no remote task is named \"nope\"") && unknown.contains("bench.primes"))
         try Data("[1, 2]".utf8).write(to: URL(fileURLWithPath: input))
-        let (shape, status2) = try runFleetWithErrors(["bench", "--task", "bench.primes", "--input", input, "--backend", "serial"])
+        let (shape, status2) = try runFleetWithErrors([
+            "bench", "--task", "bench.primes", "--input", input, "--backend", "serial",
+        ])
         #expect(status2 != 0 && shape.contains("not a JSON array of FleetCLI.PrimeRange"))
     }
 

@@ -19,8 +19,10 @@ import Testing
         var outputs: [String] = []
         for backend in ["serial", "threads", "processes"] {
             let out = "\(root)/out-\(backend)"
-            let (text, status) = try runFleet(["demo", "--count", "6", "--cache", "\(root)/masks", "--out", out,
-                                               "--backend", backend, "--workers", "2"])
+            let (text, status) = try runFleet([
+                "demo", "--count", "6", "--cache", "\(root)/masks", "--out", out,
+                "--backend", backend, "--workers", "2",
+            ])
             #expect(status == 0, "\(text)")
             #expect(text.contains("6 masks (1280 x 966)"))
             outputs.append(out)
@@ -35,14 +37,18 @@ import Testing
         for other in outputs.dropFirst() {
             #expect(NSDictionary(dictionary: try summary(other)).isEqual(to: first))
             for c in 0..<10 {
-                let name = try FileManager.default.contentsOfDirectory(atPath: other).first { $0.hasPrefix("heat-\(c)-") }!
+                let name = try FileManager.default.contentsOfDirectory(atPath: other).first {
+                    $0.hasPrefix("heat-\(c)-")
+                }!
                 let a = try Data(contentsOf: URL(fileURLWithPath: "\(outputs[0])/\(name)"))
                 let b = try Data(contentsOf: URL(fileURLWithPath: "\(other)/\(name)"))
                 #expect(a == b, "heat map \(name) differs")
             }
         }
         // The cached masks are reused, and --data reads any folder of them.
-        let (text, status) = try runFleet(["demo", "--data", "\(root)/masks", "--out", "\(root)/out-data", "--backend", "serial"])
+        let (text, status) = try runFleet([
+            "demo", "--data", "\(root)/masks", "--out", "\(root)/out-data", "--backend", "serial",
+        ])
         #expect(status == 0 && !text.contains("Generating"))
         #expect(NSDictionary(dictionary: try summary("\(root)/out-data")).isEqual(to: first))
     }

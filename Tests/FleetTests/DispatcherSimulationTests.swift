@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Fleet
 
 /// The remote dispatcher alone, driven by seeded random schedules of events
@@ -20,7 +21,9 @@ import Testing
             var sim = Simulation(seed: seed, replaceable: seed % 4 != 3)
             sim.trace = []
             let failure = sim.run()
-            #expect(failure == nil, "seed \(seed): \(failure ?? "")\n\((sim.trace ?? []).suffix(40).joined(separator: "\n"))")
+            #expect(
+                failure == nil,
+                "seed \(seed): \(failure ?? "")\n\((sim.trace ?? []).suffix(40).joined(separator: "\n"))")
             return
         }
         var failures: [(UInt64, String)] = []
@@ -34,7 +37,9 @@ import Testing
             steps += sim.steps
         }
         for (seed, failure) in failures {
-            Issue.record("schedule \(seed) broke an invariant: \(failure)\n  replay: FLEET_SIM_SEED=\(seed) swift test --filter DispatcherSimulationTests")
+            Issue.record(
+                "schedule \(seed) broke an invariant: \(failure)\n  replay: FLEET_SIM_SEED=\(seed) swift test --filter DispatcherSimulationTests"
+            )
         }
         #expect(steps > Self.scheduleCount * 20, "the schedules should be long enough to say something")
     }
@@ -47,7 +52,9 @@ import Testing
             sim.deliverTwice = true
             return sim.run()
         }
-        #expect(caught.count > 15 && caught.allSatisfy { $0.contains("ended 2 times") }, "\(caught.count): \(caught.prefix(3))")
+        #expect(
+            caught.count > 15 && caught.allSatisfy { $0.contains("ended 2 times") },
+            "\(caught.count): \(caught.prefix(3))")
     }
 }
 
@@ -150,8 +157,10 @@ private struct Simulation {
         let n = 1 + rng.below(3)
         poolRetries = rng.below(3)
         let recycle = rng.chance(20) ? 1 + rng.below(6) : nil
-        dispatcher = Dispatcher(.init(workers: n, retries: poolRetries, recycleAfter: replaceable ? recycle : nil,
-                                      replaceable: replaceable, bigMayWaitBehindOne: !replaceable))
+        dispatcher = Dispatcher(
+            .init(
+                workers: n, retries: poolRetries, recycleAfter: replaceable ? recycle : nil,
+                replaceable: replaceable, bigMayWaitBehindOne: !replaceable))
         workers = Array(repeating: SimWorker(), count: n)
     }
 
@@ -184,13 +193,17 @@ private struct Simulation {
         case 22..<34: flush(anyWorker(where: { _ in true }))
         case 34..<60: progress(anyWorker(where: { $0.alive && !$0.dying }))
         case 60..<76: read(anyWorker(where: { !$0.pipe.isEmpty }))
-        case 76..<80: if replaceable || rng.chance(20) { kill(anyWorker(where: { $0.alive && !$0.dying }), while: "outside") }
+        case 76..<80:
+            if replaceable || rng.chance(20) { kill(anyWorker(where: { $0.alive && !$0.dying }), while: "outside") }
         case 80..<86: reap(anyWorker(where: { $0.dying }))
         case 86..<87: protocolFault(anyWorker(where: { $0.alive && !$0.dying }))
         case 87..<91: timeUp()
         case 91..<93: cancel()
         case 93..<95: apply(dispatcher.shutdown([.drain, .drain, .cancelPending, .killRunning][rng.below(4)]))
-        case 95..<97: if replaceable || rng.chance(20) { loseReply(anyWorker(where: { $0.alive && !$0.dying && !$0.held.isEmpty })) }
+        case 95..<97:
+            if replaceable || rng.chance(20) {
+                loseReply(anyWorker(where: { $0.alive && !$0.dying && !$0.held.isEmpty }))
+            }
         default: if !replaceable { apply(dispatcher.assign()) }
         }
         checkAfterStep()
@@ -199,12 +212,21 @@ private struct Simulation {
     mutating func calmStep() {
         steps += 1
         if !replaceable { apply(dispatcher.assign()) }  // the MPI driver's round
-        if let w = anyWorker(where: { $0.dying }) { reap(w) }
-        else if let w = anyWorker(where: { !$0.pipe.isEmpty }) { read(w) }
-        else if let w = (0..<workers.count).first(where: { hasOutbox($0) }) { flush(w) }
-        else if let w = anyWorker(where: { $0.alive && !$0.dying && ($0.running != nil || !$0.received.isEmpty || !$0.held.isEmpty || $0.goodbye) }) { progress(w) }
-        else if let w = (0..<workers.count).first(where: { dispatcher.workers[$0].phase == .starting && !workers[$0].alive }) { start(w) }
-        else {
+        if let w = anyWorker(where: { $0.dying }) {
+            reap(w)
+        } else if let w = anyWorker(where: { !$0.pipe.isEmpty }) {
+            read(w)
+        } else if let w = (0..<workers.count).first(where: { hasOutbox($0) }) {
+            flush(w)
+        } else if let w = anyWorker(where: {
+            $0.alive && !$0.dying && ($0.running != nil || !$0.received.isEmpty || !$0.held.isEmpty || $0.goodbye)
+        }) {
+            progress(w)
+        } else if let w = (0..<workers.count).first(where: {
+            dispatcher.workers[$0].phase == .starting && !workers[$0].alive
+        }) {
+            start(w)
+        } else {
             if !replaceable {
                 let round = dispatcher.assign()
                 apply(round)
@@ -245,8 +267,9 @@ private struct Simulation {
             charges.append(0)
             losses.append(0)
         }
-        let job = SimJob(items: first..<first + n, timeout: rng.chance(10) ? .seconds(1) : nil, retries: jobRetries,
-                         big: rng.chance(10), op: operations[rng.below(operations.count)])
+        let job = SimJob(
+            items: first..<first + n, timeout: rng.chance(10) ? .seconds(1) : nil, retries: jobRetries,
+            big: rng.chance(10), op: operations[rng.below(operations.count)])
         do throws(FleetError) {
             // Processes assign as work is queued; MPI's driver thread each round.
             apply(try dispatcher.enqueue(job, assign: replaceable))
@@ -275,7 +298,8 @@ private struct Simulation {
         let (requests, goodbye) = dispatcher.takeOutbox(w)
         for r in requests {
             if dispatcher.workers[w].phase != .ready && dispatcher.workers[w].phase != .retiring
-                && dispatcher.workers[w].phase != .leaving {
+                && dispatcher.workers[w].phase != .leaving
+            {
                 fail("request \(r.seq) written to worker \(w) in phase \(dispatcher.workers[w].phase)")
             }
         }
@@ -390,8 +414,9 @@ private struct Simulation {
         while !workers[w].pipe.isEmpty { read(w) }
         let worker = workers[w]
         chargeDeath(worker)
-        let death = WorkerDeath(pid: Int32(100 + w), exit: worker.exit, began: worker.began, finished: worker.finished,
-                                item: worker.item)
+        let death = WorkerDeath(
+            pid: Int32(100 + w), exit: worker.exit, began: worker.began, finished: worker.finished,
+            item: worker.item)
         workers[w] = SimWorker()
         if replaceable {
             apply(dispatcher.exited(w, death))
@@ -447,7 +472,9 @@ private struct Simulation {
     // MARK: Effects and checks
 
     mutating func apply(_ effects: Effects<SimJob>) {
-        note("effects: flush \(effects.flush) kill \(effects.kill) failed \(effects.failed.map { ($0.job.items, $0.error) }) discarded \(effects.discarded.count) finished \(effects.finished)")
+        note(
+            "effects: flush \(effects.flush) kill \(effects.kill) failed \(effects.failed.map { ($0.job.items, $0.error) }) discarded \(effects.discarded.count) finished \(effects.finished)"
+        )
         for (job, error) in effects.failed { for i in job.items { end(i, by: error) } }
         for (job, reason) in effects.discarded { for i in job.items { end(i, by: reason) } }
         for job in effects.skipped { for i in job.items { end(i, by: .cancelled) } }
@@ -465,7 +492,9 @@ private struct Simulation {
         if ends[i] > 1 { fail("item \(i) ended \(ends[i]) times") }
         if case .workerDied(_, _, _, let attempts)? = error {
             if charges[i] <= retries[i] {
-                fail("item \(i) failed after \(attempts) attempts with \(charges[i]) deaths charged and \(retries[i]) retries")
+                fail(
+                    "item \(i) failed after \(attempts) attempts with \(charges[i]) deaths charged and \(retries[i]) retries"
+                )
             }
         }
     }
@@ -481,7 +510,9 @@ private struct Simulation {
             }
         }
         for (w, worker) in dispatcher.workers.enumerated() {
-            if worker.inFlight.count > Pipelining.quickDepth { fail("worker \(w) holds \(worker.inFlight.count) requests") }
+            if worker.inFlight.count > Pipelining.quickDepth {
+                fail("worker \(w) holds \(worker.inFlight.count) requests")
+            }
             if worker.inFlight.contains(where: { $0.job.timeout != nil }) && worker.inFlight.count > 1 {
                 fail("a request with a time-out shares worker \(w) with \(worker.inFlight.count - 1) others")
             }
@@ -489,7 +520,8 @@ private struct Simulation {
             // Processes have no round that would assign later: work queued
             // while a worker is idle and able is work forgotten.
             if replaceable, !dispatcher.queue.isEmpty, worker.phase == .ready, worker.inFlight.isEmpty,
-               worker.expired.isEmpty, worker.fault == nil, !worker.faultSettled, worker.timedOut == nil {
+                worker.expired.isEmpty, worker.fault == nil, !worker.faultSettled, worker.timedOut == nil
+            {
                 fail("worker \(w) is idle while \(dispatcher.queue.count) jobs wait")
             }
         }

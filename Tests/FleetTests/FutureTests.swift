@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Fleet
 
 @Suite("futures on every backend", .timeLimit(.minutes(2)))
@@ -66,7 +67,12 @@ struct FutureTests {
     func asCompletedYieldsInCompletionOrder(_ backend: TestBackend) async throws {
         let pool = try backend.makePool(workers: 4)
         let delays = [80, 10, 40, 0]
-        let futures = try delays.map { ms in try pool.submit { () -> Int in blockingSleep(ms: ms); return ms } }
+        let futures = try delays.map { ms in
+            try pool.submit { () -> Int in
+                blockingSleep(ms: ms)
+                return ms
+            }
+        }
         var order: [Int] = []
         for await f in asCompleted(futures) { order.append(try await f.value) }
         #expect(order.sorted() == delays.sorted())
@@ -80,7 +86,10 @@ struct FutureTests {
         let pool = try Pool.threads(workers: 3)
         let gate = Locked(false)
         let fast = try pool.submit { 1 }
-        let failing = try pool.submit { () throws -> Int in blockingSleep(ms: 20); throw Boom(value: 2) }
+        let failing = try pool.submit { () throws -> Int in
+            blockingSleep(ms: 20)
+            throw Boom(value: 2)
+        }
         let blocked = try pool.submit { () -> Int in
             while !gate.withLock({ $0 }) { usleep(1000) }
             return 3

@@ -1,7 +1,8 @@
+import FleetTestTasks
 import Foundation
 import Testing
+
 @testable import Fleet
-import FleetTestTasks
 
 /// A pairwise-sum tree over `leaves` leaves, built from remote tasks so it
 /// runs on every backend.
@@ -21,7 +22,10 @@ final class Payload: Sendable {
     let bytes: [UInt8]
     init(size: Int) {
         bytes = [UInt8](unsafeUninitializedCapacity: size) { _, n in n = size }
-        Payload.live.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+        Payload.live.withLock {
+            $0.now += 1
+            $0.peak = max($0.peak, $0.now)
+        }
     }
     deinit { Payload.live.withLock { $0.now -= 1 } }
 }
@@ -63,7 +67,12 @@ final class Payload: Sendable {
     func sharedNodesRunOnceAndFailuresStopTheRest(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         let runs = Counter()
-        let shared = Graph.call("shared", { (x: Int) -> Int in runs.increment(); return x * 2 }, Graph.value(21))
+        let shared = Graph.call(
+            "shared",
+            { (x: Int) -> Int in
+                runs.increment()
+                return x * 2
+            }, Graph.value(21))
         let left = Graph.call("left", { (x: Int) in x + 1 }, shared)
         let right = Graph.call("right", { (x: Int) in x - 1 }, shared)
         let (l, r, s) = try await pool.compute(left, right, shared)
@@ -74,7 +83,13 @@ final class Payload: Sendable {
         let started = Counter()
         let fail = Graph.call("fail", { (_: Int) throws -> Int in throw Boom(value: 1) }, Graph.value(0))
         let slow = (0..<1_000).map { i in
-            Graph.call("slow \(i)", { (x: Int) -> Int in started.increment(); blockingSleep(ms: 1); return x }, Graph.value(i))
+            Graph.call(
+                "slow \(i)",
+                { (x: Int) -> Int in
+                    started.increment()
+                    blockingSleep(ms: 1)
+                    return x
+                }, Graph.value(i))
         }
         let all = Graph.call("all", { (xs: [Int]) in xs.reduce(0, +) }, [fail] + slow)
         await #expect(throws: NodeFailure.self) { try await pool.compute(all) }
@@ -108,7 +123,8 @@ final class Payload: Sendable {
             while arrived.count < 2 && Date() < deadline { usleep(1_000) }
             return arrived.count >= 2
         }
-        let (a, b) = try await pool.compute(Graph.call("a", meet, Graph.value(1)), Graph.call("b", meet, Graph.value(2)))
+        let (a, b) = try await pool.compute(
+            Graph.call("a", meet, Graph.value(1)), Graph.call("b", meet, Graph.value(2)))
         #expect(a && b)
         await pool.shutdown()
     }
@@ -152,7 +168,13 @@ final class Payload: Sendable {
         let pool = try backend.makePool()
         let started = Counter()
         let nodes = (0..<10_000).map { i in
-            Graph.call("n\(i)", { (x: Int) -> Int in started.increment(); blockingSleep(ms: 1); return x }, Graph.value(i))
+            Graph.call(
+                "n\(i)",
+                { (x: Int) -> Int in
+                    started.increment()
+                    blockingSleep(ms: 1)
+                    return x
+                }, Graph.value(i))
         }
         let task = Task { try await pool.compute(nodes) }
         try await Task.sleep(for: .milliseconds(50))

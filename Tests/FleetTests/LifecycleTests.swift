@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Fleet
 
 @Suite("cancellation, time-outs, shutdown and bad input", .timeLimit(.minutes(2)))
@@ -30,11 +31,14 @@ struct LifecycleTests {
         let pool = try backend.makePool()
         let ran = Counter()
         var taken = 0
-        for try await _ in pool.stream(0..<10_000, options: .init(window: 8, batchSize: 1), { i -> Int in
-            ran.increment()
-            blockingSleep(ms: 1)
-            return i
-        }) {
+        for try await _ in pool.stream(
+            0..<10_000, options: .init(window: 8, batchSize: 1),
+            { i -> Int in
+                ran.increment()
+                blockingSleep(ms: 1)
+                return i
+            })
+        {
             taken += 1
             if taken == 10 { break }
         }
@@ -55,7 +59,10 @@ struct LifecycleTests {
         #expect(await eventually { sawCancel.count == 1 })
         for (i, r) in results.enumerated() {
             if i == 3 {
-                guard case .failure(let f) = r else { Issue.record("item 3 should time out"); continue }
+                guard case .failure(let f) = r else {
+                    Issue.record("item 3 should time out")
+                    continue
+                }
                 #expect(f.index == 3)
                 #expect(f.underlying as? FleetError == .timedOut(item: 3, after: .milliseconds(100)))
             } else {
@@ -77,7 +84,12 @@ struct LifecycleTests {
 
     @Test func drainRunsEverythingQueued() async throws {
         let pool = try Pool.threads(workers: 2)
-        let futures = try (0..<20).map { i in try pool.submit { () -> Int in blockingSleep(ms: 5); return i } }
+        let futures = try (0..<20).map { i in
+            try pool.submit { () -> Int in
+                blockingSleep(ms: 5)
+                return i
+            }
+        }
         await pool.shutdown(.drain)
         for (i, f) in futures.enumerated() {
             #expect(f.isDone)
@@ -87,10 +99,16 @@ struct LifecycleTests {
 
     @Test func cancelPendingFailsQueuedWorkAndLetsRunningWorkFinish() async throws {
         let pool = try Pool.threads(workers: 2)
-        let futures = try (0..<20).map { i in try pool.submit { () -> Int in blockingSleep(ms: 50); return i } }
+        let futures = try (0..<20).map { i in
+            try pool.submit { () -> Int in
+                blockingSleep(ms: 50)
+                return i
+            }
+        }
         #expect(await eventually { futures.contains { $0.isRunning } })
         await pool.shutdown(.cancelPending)
-        var finished = 0, cancelled = 0
+        var finished = 0
+        var cancelled = 0
         for f in futures {
             switch await f.result {
             case .success: finished += 1
@@ -112,7 +130,12 @@ struct LifecycleTests {
 
     @Test func aMapRunningDuringCancelPendingShutdownFails() async throws {
         let pool = try Pool.threads(workers: 1)
-        let task = Task { try await pool.map(0..<1_000, options: .init(batchSize: 1)) { i -> Int in blockingSleep(ms: 2); return i } }
+        let task = Task {
+            try await pool.map(0..<1_000, options: .init(batchSize: 1)) { i -> Int in
+                blockingSleep(ms: 2)
+                return i
+            }
+        }
         try await Task.sleep(for: .milliseconds(30))
         await pool.shutdown(.cancelPending)
         let result = await task.result
@@ -149,7 +172,10 @@ struct LifecycleTests {
         #expect(throws: FleetError.self) { try Pool.threads(workers: -3) }
         #expect(throws: FleetError.self) { try Pool.make(.serial, workers: 0) }
         #if !MPI
-        #expect(throws: FleetError.invalidArgument("this program was built without MPI: build it with `--traits MPI` (Docs/MPI.md)")) {
+        #expect(
+            throws: FleetError.invalidArgument(
+                "this program was built without MPI: build it with `--traits MPI` (Docs/MPI.md)")
+        ) {
             try Pool.make(.mpi)
         }
         #endif
@@ -159,7 +185,9 @@ struct LifecycleTests {
         }
         await #expect(throws: FleetError.self) { try await pool.map(0..<10, options: .init(batchSize: -1)) { $0 } }
         await #expect(throws: FleetError.self) { try await pool.map(0..<10, options: .init(timeout: .zero)) { $0 } }
-        await #expect(throws: FleetError.self) { try await pool.map(0..<10, options: .init(timeout: .seconds(-1))) { $0 } }
+        await #expect(throws: FleetError.self) {
+            try await pool.map(0..<10, options: .init(timeout: .seconds(-1))) { $0 }
+        }
         #expect(throws: FleetError.self) { try pool.submit(timeout: .zero) { 1 } }
         let f = try pool.submit { 1 }
         await #expect(throws: FleetError.self) { try await f.value(timeout: .milliseconds(-5)) }
@@ -228,16 +256,20 @@ struct SupportTests {
         #expect(UsableCores.parseCPUMax("50000 100000") == 1)
         #expect(UsableCores.parseCFS(quota: "-1\n", period: "100000\n") == nil)
         #expect(UsableCores.parseCFS(quota: "300000\n", period: "100000\n") == 3)
-        #expect(UsableCores.cgroupDirectories("0::/user.slice/app.scope\n") == ["/user.slice/app.scope", "/user.slice", ""])
-        #expect(UsableCores.cgroupDirectories("4:memory:/x\n3:cpu,cpuacct:/docker/abc\n") == ["/docker/abc", "/docker", ""])
+        #expect(
+            UsableCores.cgroupDirectories("0::/user.slice/app.scope\n") == ["/user.slice/app.scope", "/user.slice", ""])
+        #expect(
+            UsableCores.cgroupDirectories("4:memory:/x\n3:cpu,cpuacct:/docker/abc\n") == ["/docker/abc", "/docker", ""])
     }
 
     @Test func progressBarRendersCounts() {
         let bar = ProgressBar(label: "masks", isTTY: false, width: 10)
-        let snap = ProgressSnapshot(submitted: 60, completed: 48, failed: 2, total: 100,
-                                    elapsed: .seconds(2), isFinished: false)
+        let snap = ProgressSnapshot(
+            submitted: 60, completed: 48, failed: 2, total: 100,
+            elapsed: .seconds(2), isFinished: false)
         #expect(bar.render(snap) == "masks [#####-----] 50/100 50%, 2 failed, 25.0/s")
-        let open = ProgressSnapshot(submitted: 10, completed: 4, failed: 0, total: nil, elapsed: .seconds(1), isFinished: false)
+        let open = ProgressSnapshot(
+            submitted: 10, completed: 4, failed: 0, total: nil, elapsed: .seconds(1), isFinished: false)
         #expect(bar.render(open) == "masks 4 done, 6 in flight, 4.0/s")
     }
 }

@@ -56,7 +56,8 @@ struct MPIClusterTests {
     }
 
     @Test func theEMFitAcrossHostsMatchesTheSerialFit() throws {
-        let serial = temporaryPath("em-serial-hosts.json"), spread = temporaryPath("em-hosts.json")
+        let serial = temporaryPath("em-serial-hosts.json")
+        let spread = temporaryPath("em-hosts.json")
         defer { for p in [serial, spread] { try? FileManager.default.removeItem(atPath: p) } }
         let size = ["--points", "12000", "--iterations", "12"]
         let alone = try runProgram("GaussianMixture", size + ["--output", serial], errors: true)
@@ -81,7 +82,8 @@ struct MPIClusterTests {
             let marker = temporaryPath("slow-started")
             try? FileManager.default.removeItem(atPath: marker)
             defer { try? FileManager.default.removeItem(atPath: marker) }
-            let cut = SharedBox<Date?>(nil), gone = SharedBox<Date?>(nil)
+            let cut = SharedBox<Date?>(nil)
+            let gone = SharedBox<Date?>(nil)
             let cutter = Thread {
                 let deadline = Date().addingTimeInterval(120)
                 while !FileManager.default.fileExists(atPath: marker) && Date() < deadline { usleep(50_000) }
@@ -106,13 +108,16 @@ struct MPIClusterTests {
             #expect(after != nil, "the job never started: \(run.output)")
             #expect(!run.timedOut, "the job hung after its host was cut off: \(run.output)")
             #expect(run.status != 0 && !run.output.contains("finished 3000"), "\(run.output)")
-            #expect(run.output.range(of: #"MPI rank [23] on host fnode2 was lost"#, options: .regularExpression) != nil,
-                    "\(run.output)")
+            #expect(
+                run.output.range(of: #"MPI rank [23] on host fnode2 was lost"#, options: .regularExpression) != nil,
+                "\(run.output)")
             print("the job ended \(String(format: "%.1f", after ?? -1)) s after host 2 was cut off")
             cutter.join(within: 90)
             let since = zip(gone.get(), cut.get()).map { $0.timeIntervalSince($1) }
             print("its ranks on the cut host ended \(String(format: "%.1f", since ?? -1)) s after the cut")
-            #expect(since.map { $0 < 8 } == true, "ranks on the cut host ran on \(since.map { "\($0) s" } ?? "") after the cut")
+            #expect(
+                since.map { $0 < 8 } == true,
+                "ranks on the cut host ran on \(since.map { "\($0) s" } ?? "") after the cut")
         }
     }
 }

@@ -18,13 +18,16 @@ struct MPIRun {
 /// Runs `program` (built beside the test runner) on `ranks` ranks of this
 /// machine, or with `launch` as the whole command line before the program
 /// (for runs across the test hosts). Kills it after `limit` seconds.
-func mpirun(_ ranks: Int, _ program: String, _ arguments: [String], limit: Double = 120,
-            environment: [String: String] = [:], launch: [String]? = nil) throws -> MPIRun {
+func mpirun(
+    _ ranks: Int, _ program: String, _ arguments: [String], limit: Double = 120,
+    environment: [String: String] = [:], launch: [String]? = nil
+) throws -> MPIRun {
     let path = URL(fileURLWithPath: fleetPath).deletingLastPathComponent().appendingPathComponent(program).path
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     let exports = environment.keys.sorted().flatMap { ["-x", $0] }
-    process.arguments = (launch ?? ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)"])
+    process.arguments =
+        (launch ?? ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)"])
         + exports + [path] + arguments
     var env = ProcessInfo.processInfo.environment
     env["OMPI_MCA_pml"] = "ob1"
@@ -52,8 +55,9 @@ func mpirun(_ ranks: Int, _ program: String, _ arguments: [String], limit: Doubl
     let output = String(decoding: data, as: UTF8.self)
     // Under Thread Sanitizer the ranks are instrumented too: a race there fails the test.
     #expect(!output.contains("WARNING: ThreadSanitizer"), "\(output)")
-    return MPIRun(output: output, status: process.terminationStatus,
-                  seconds: seconds, timedOut: seconds >= limit)
+    return MPIRun(
+        output: output, status: process.terminationStatus,
+        seconds: seconds, timedOut: seconds >= limit)
 }
 
 /// The largest relative difference between two fits' parameters (JSON
@@ -63,7 +67,8 @@ func fitDifference(_ a: String, _ b: String) throws -> Double {
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))
         return try #require(object as? [String: [Double]])
     }
-    let x = try load(a), y = try load(b)
+    let x = try load(a)
+    let y = try load(b)
     #expect(x.keys.sorted() == ["means", "variances", "weights"] && x.keys.sorted() == y.keys.sorted())
     var worst = 0.0
     for (key, values) in x {
@@ -109,7 +114,8 @@ func temporaryPath(_ name: String) -> String {
     @Test func theExecutorWorksWhenItsMessagesAreSplit() throws {
         // 1 MiB: exactly the size of the big inputs the check sends from
         // the caller's arrays, the edge of the split protocol.
-        let run = try mpirun(3, "FleetMPIChecks", ["executor"], limit: 240, environment: ["FLEET_MPI_MAX_MESSAGE": "1048576"])
+        let run = try mpirun(
+            3, "FleetMPIChecks", ["executor"], limit: 240, environment: ["FLEET_MPI_MAX_MESSAGE": "1048576"])
         #expect(run.status == 0 && run.output.contains("ok executor on 3 ranks"), "\(run.output)")
     }
 
@@ -134,7 +140,8 @@ func temporaryPath(_ name: String) -> String {
     }
 
     @Test func theEMFitAcrossRanksMatchesTheSerialFit() throws {
-        let serial = temporaryPath("em-serial.json"), spread = temporaryPath("em-mpi.json")
+        let serial = temporaryPath("em-serial.json")
+        let spread = temporaryPath("em-mpi.json")
         defer { for p in [serial, spread] { try? FileManager.default.removeItem(atPath: p) } }
         let size = ["--points", "12000", "--iterations", "12"]
         let alone = try runProgram("GaussianMixture", size + ["--output", serial], errors: true)
@@ -159,11 +166,15 @@ func temporaryPath(_ name: String) -> String {
         // (scripts/bench builds it the same way).
         let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Benchmarks/allreduce.c").path
-        let program = URL(fileURLWithPath: fleetPath).deletingLastPathComponent().appendingPathComponent("fleet-allreduce-c").path
+        let program = URL(fileURLWithPath: fleetPath).deletingLastPathComponent().appendingPathComponent(
+            "fleet-allreduce-c"
+        ).path
         let (built, status) = try shell("mpicc -O2 -o '\(program)' '\(source)'")
         try #require(status == 0, "\(built)")
-        let (out, code) = try runFleetWithErrors(["bench", "--backend", "mpi", "--workload", "futures", "tiny", "allreduce",
-                                                  "--runs", "1", "--json"])
+        let (out, code) = try runFleetWithErrors([
+            "bench", "--backend", "mpi", "--workload", "futures", "tiny", "allreduce",
+            "--runs", "1", "--json",
+        ])
         #expect(code == 0, "\(out)")
         var rows: [String: String] = [:]
         for line in out.split(separator: "\n") where line.hasPrefix("{") {
@@ -171,7 +182,8 @@ func temporaryPath(_ name: String) -> String {
             let key = "\(record?["workload"] as? String ?? "?")/\(record?["backend"] as? String ?? "?")"
             rows[key] = record?["check"] as? String
         }
-        #expect(rows == ["futures/mpi": "ok", "tiny/mpi": "ok", "allreduce/mpi": "ok", "allreduce/mpi-c": "ok"], "\(out)")
+        #expect(
+            rows == ["futures/mpi": "ok", "tiny/mpi": "ok", "allreduce/mpi": "ok", "allreduce/mpi-c": "ok"], "\(out)")
     }
 
     @Test func benchUnderMpirunSaysToRunItAlone() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Fleet
 
 @Suite("map behaviour on every backend", .timeLimit(.minutes(2)))
@@ -58,10 +59,13 @@ struct MapBehaviourTests {
     func unorderedYieldsEveryIndexOnce(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
         var seen = [Int: Int]()
-        for try await (index, value) in pool.mapUnordered(0..<3_000, { i -> Int in
-            if i % 100 == 0 { blockingSleep(ms: 2) }
-            return i * i
-        }) {
+        for try await (index, value) in pool.mapUnordered(
+            0..<3_000,
+            { i -> Int in
+                if i % 100 == 0 { blockingSleep(ms: 2) }
+                return i * i
+            })
+        {
             #expect(seen[index] == nil)
             seen[index] = value
         }
@@ -86,7 +90,9 @@ struct MapBehaviourTests {
         #expect(pulled.count <= 500 + window)
         let unorderedPulled = Counter()
         var got = 0
-        for try await _ in pool.mapUnordered(CountingSequence(pulled: unorderedPulled), options: .init(window: 8), { $0 }) {
+        for try await _ in pool.mapUnordered(
+            CountingSequence(pulled: unorderedPulled), options: .init(window: 8), { $0 })
+        {
             got += 1
             if got == 100 { break }
         }
@@ -145,10 +151,13 @@ struct MapBehaviourTests {
             }
         }
         var failures = 0
-        for try await (index, result) in pool.mapUnorderedResults(0..<100, { i -> Int in
-            if i == 50 { throw Boom(value: i) }
-            return i
-        }) {
+        for try await (index, result) in pool.mapUnorderedResults(
+            0..<100,
+            { i -> Int in
+                if i == 50 { throw Boom(value: i) }
+                return i
+            })
+        {
             if case .failure(let f) = result {
                 failures += 1
                 #expect(f.index == 50 && index == 50)
@@ -156,10 +165,13 @@ struct MapBehaviourTests {
         }
         #expect(failures == 1)
         var ordered: [Int] = []
-        for try await r in pool.streamResults(0..<20, { i -> Int in
-            if i == 4 { throw Boom(value: i) }
-            return i
-        }) {
+        for try await r in pool.streamResults(
+            0..<20,
+            { i -> Int in
+                if i == 4 { throw Boom(value: i) }
+                return i
+            })
+        {
             ordered.append((try? r.get()) ?? -1)
         }
         #expect(ordered == (0..<20).map { $0 == 4 ? -1 : $0 })
@@ -199,21 +211,26 @@ struct MapBehaviourTests {
         // Never more than the window of results alive at once.
         let alive = Counter()
         let peak = Locked(0)
-        let total = try await pool.reduce(0..<64, into: 0, options: .init(window: 4), { i -> Int in
-            alive.increment()
-            peak.withLock { $0 = max($0, alive.count) }
-            return i
-        }, merge: { acc, v in
-            acc += v
-            alive.increment(by: -1)
-        })
+        let total = try await pool.reduce(
+            0..<64, into: 0, options: .init(window: 4),
+            { i -> Int in
+                alive.increment()
+                peak.withLock { $0 = max($0, alive.count) }
+                return i
+            },
+            merge: { acc, v in
+                acc += v
+                alive.increment(by: -1)
+            })
         #expect(total == (0..<64).reduce(0, +))
         #expect(peak.withLock { $0 } <= 4)
         await #expect(throws: ItemFailure.self) {
-            _ = try await pool.reduce(0..<100, into: 0, { i -> Int in
-                if i == 10 { throw Boom(value: i) }
-                return i
-            }, merge: { $0 += $1 })
+            _ = try await pool.reduce(
+                0..<100, into: 0,
+                { i -> Int in
+                    if i == 10 { throw Boom(value: i) }
+                    return i
+                }, merge: { $0 += $1 })
         }
     }
 
@@ -222,10 +239,11 @@ struct MapBehaviourTests {
         let pool = try backend.makePool()
         let last = Locked<ProgressSnapshot?>(nil)
         let calls = Counter()
-        let options = MapOptions(progress: { snap in
-            calls.increment()
-            last.withLock { $0 = snap }
-        }, progressInterval: .milliseconds(1))
+        let options = MapOptions(
+            progress: { snap in
+                calls.increment()
+                last.withLock { $0 = snap }
+            }, progressInterval: .milliseconds(1))
         let out = try await pool.mapResults(0..<5_000, options: options) { i -> Int in
             if i % 1000 == 0 { throw Boom(value: i) }
             return i

@@ -1,7 +1,8 @@
+import FleetTestTasks
 import Foundation
 import Testing
+
 @testable import Fleet
-import FleetTestTasks
 
 /// What only the processes backend does: isolate crashes, kill hung tasks,
 /// recycle workers, check the code on both ends, and leave no process behind.
@@ -103,10 +104,12 @@ import FleetTestTasks
 
     @Test func theInitializerRunsInEveryWorkerIncludingReplacements() async throws {
         try await withProcessPool({ $0.initializer = try? WorkerInitializer(TestTasks.setUp, 42) }) { pool in
-            let seen = try await pool.map(Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
+            let seen = try await pool.map(
+                Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
             #expect(seen.allSatisfy { $0 == 42 }, "\(seen)")
             _ = await try pool.submit(TestTasks.die, 0).result  // a replacement starts
-            let after = try await pool.map(Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
+            let after = try await pool.map(
+                Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
             #expect(after.allSatisfy { $0 == 42 })
         }
         let failing = try processPool { $0.initializer = try? WorkerInitializer(TestTasks.setUp, -1) }
@@ -126,7 +129,9 @@ import FleetTestTasks
             #expect(pids.count == 2)
             for pid in pids {
                 let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
-                let targets = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+                let targets = fds.compactMap {
+                    try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")
+                }
                 #expect(!targets.contains { $0.hasPrefix("socket:") }, "\(targets)")
                 #expect(Set(fds.compactMap(Int.init)).isSubset(of: Set(0...9)), "\(fds)")
             }
@@ -135,7 +140,8 @@ import FleetTestTasks
 
     @Test func workersAreRecycledAfterNItems() async throws {
         try await withProcessPool(workers: 1, { $0.recycleAfter = 5 }) { pool in
-            let pids = try await pool.map(Array(repeating: 0, count: 20), TestTasks.pid, options: MapOptions(batchSize: 1))
+            let pids = try await pool.map(
+                Array(repeating: 0, count: 20), TestTasks.pid, options: MapOptions(batchSize: 1))
             #expect(Set(pids).count == 4)
         }
     }
@@ -199,25 +205,36 @@ import FleetTestTasks
         defer { relay.stop() }
         let arena = try SharedArena()
         func header(length: UInt32, kind: UInt8, flags: UInt8 = 0, seq: UInt64 = 1) -> [UInt8] {
-            withUnsafeBytes(of: length.littleEndian, Array.init) + [kind, flags, 0, 0] + withUnsafeBytes(of: seq.littleEndian, Array.init)
+            withUnsafeBytes(of: length.littleEndian, Array.init) + [kind, flags, 0, 0]
+                + withUnsafeBytes(of: seq.littleEndian, Array.init)
         }
         func word(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
         let squareID = try #require(RemoteTasks.registry.ids["square"])  // takes one Int
         let cases: [(String, [UInt8])] = [
             ("unknown frame kind", header(length: 0, kind: 77)),
             ("oversized", header(length: 1 << 30, kind: FrameKind.request.rawValue)),
-            ("no task with id", header(length: 17, kind: FrameKind.request.rawValue) + [200, 0, 0, 0] + [UInt8](repeating: 0, count: 13)),
-            ("bytes after the inputs", header(length: 30, kind: FrameKind.request.rawValue)
-                + withUnsafeBytes(of: UInt32(squareID).littleEndian, Array.init) + [UInt8](repeating: 0, count: 5)
-                + word(1) + [UInt8](repeating: 1, count: 13)),
+            (
+                "no task with id",
+                header(length: 17, kind: FrameKind.request.rawValue) + [200, 0, 0, 0] + [UInt8](repeating: 0, count: 13)
+            ),
+            (
+                "bytes after the inputs",
+                header(length: 30, kind: FrameKind.request.rawValue)
+                    + withUnsafeBytes(of: UInt32(squareID).littleEndian, Array.init) + [UInt8](repeating: 0, count: 5)
+                    + word(1) + [UInt8](repeating: 1, count: 13)
+            ),
             ("unexpected", header(length: 0, kind: FrameKind.reply.rawValue)),
-            ("outside the arena", header(length: 25, kind: FrameKind.request.rawValue, flags: 1)
-                + [UInt8](repeating: 0, count: 9) + word(1 << 40) + word(64)),
+            (
+                "outside the arena",
+                header(length: 25, kind: FrameKind.request.rawValue, flags: 1)
+                    + [UInt8](repeating: 0, count: 9) + word(1 << 40) + word(64)
+            ),
             ("reserved header bits", header(length: 0, kind: FrameKind.reply.rawValue, flags: 1)),
         ]
         for (expected, garbage) in cases {
             let link = try WorkerLink.spawn(
-                executable: testWorkerPath, spec: WorkerSpec(version: Int(wireProtocolVersion), parent: getpid(), maxFrameBytes: 1 << 20),
+                executable: testWorkerPath,
+                spec: WorkerSpec(version: Int(wireProtocolVersion), parent: getpid(), maxFrameBytes: 1 << 20),
                 environment: [:], arena: arena, relay: relay, label: { "malformed-test \($0)" })
             let reader = FrameReader(fd: link.replyFD, maxLength: 1 << 20)
             #expect(try reader.next()?.0.kind == .hello)

@@ -1,7 +1,8 @@
+import FleetTestTasks
 import Foundation
 import Testing
+
 @testable import Fleet
-import FleetTestTasks
 
 /// The faults the dispatcher's simulation plays, on real worker processes:
 /// workers killed from outside while they write big replies, a task that
@@ -97,7 +98,8 @@ private func runs(_ path: String) -> Int {
 /// True once the process whose pid the file at `path` holds has gone.
 private func childGone(_ path: String) -> Bool {
     guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-          let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return false }
+        let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    else { return false }
     return kill(pid, 0) != 0
 }
 

@@ -1,7 +1,8 @@
+import FleetTestTasks
 import Foundation
 import Testing
+
 @testable import Fleet
-import FleetTestTasks
 
 /// The test worker program, built beside the test runner.
 let testWorkerPath: String = {
@@ -28,7 +29,9 @@ func childPids() -> Set<Int32> {
     var pids = Set<Int32>()
     for tid in tids {
         let text = (try? String(contentsOfFile: "\(dir)/\(tid)/children", encoding: .utf8)) ?? ""
-        for word in text.split(separator: " ") { if let pid = Int32(word.trimmingCharacters(in: .whitespacesAndNewlines)) { pids.insert(pid) } }
+        for word in text.split(separator: " ") {
+            if let pid = Int32(word.trimmingCharacters(in: .whitespacesAndNewlines)) { pids.insert(pid) }
+        }
     }
     return pids
 }
@@ -38,8 +41,10 @@ func processExists(_ pid: Int32) -> Bool { kill(pid, 0) == 0 }
 
 /// Runs `body` on a fresh processes pool, shuts it down, and checks that no
 /// worker process is left behind.
-func withProcessPool(workers: Int = 2, _ configure: (inout ProcessOptions) -> Void = { _ in },
-                     _ body: (Pool) async throws -> Void) async throws {
+func withProcessPool(
+    workers: Int = 2, _ configure: (inout ProcessOptions) -> Void = { _ in },
+    _ body: (Pool) async throws -> Void
+) async throws {
     let before = childPids()
     let pool = try processPool(workers: workers, configure)
     do {
@@ -61,5 +66,6 @@ extension FleetError {
 }
 
 /// True when the tests (and so the test worker) run under a sanitizer.
-let underSanitizer: Bool = dlsym(nil, "__tsan_init") != nil
+let underSanitizer: Bool =
+    dlsym(nil, "__tsan_init") != nil
     || dlsym(nil, "__asan_init") != nil

@@ -1,7 +1,8 @@
+import FleetTestTasks
 import Foundation
 import Testing
+
 @testable import Fleet
-import FleetTestTasks
 
 /// The core operations over remote tasks, on every backend: the same
 /// declarations give the same answers serially, on threads and on processes.
@@ -16,7 +17,8 @@ import FleetTestTasks
         #expect(norms == points.map { ($0.x * $0.x + $0.y * $0.y).squareRoot() })
         // Big arrays inside structs, both ways.
         let big = try await pool.map([3, 2_000_000, 5], TestTasks.bigStruct)
-        #expect(big.map(\.tail) == [3, 2_000_000, 5] && big[1].values.count == 2_000_000 && big[1].values[70_000] == 4_464)
+        #expect(
+            big.map(\.tail) == [3, 2_000_000, 5] && big[1].values.count == 2_000_000 && big[1].values[70_000] == 4_464)
         let sums = try await pool.map([[UInt8](repeating: 3, count: 100_000), [], [1, 2]], TestTasks.sumBytes)
         #expect(sums == [300_000, 0, 3])
         await pool.shutdown()
@@ -53,7 +55,10 @@ import FleetTestTasks
         #expect(indices.sorted() == Array(0..<3_000))
         var failures = 0
         for try await (i, r) in pool.mapUnorderedResults(0..<100, TestTasks.failOn7) {
-            if case .failure(let f) = r { #expect(f.index == i && i % 10 == 7); failures += 1 }
+            if case .failure(let f) = r {
+                #expect(f.index == i && i % 10 == 7)
+                failures += 1
+            }
         }
         #expect(failures == 10)
         await pool.shutdown()
@@ -64,7 +69,9 @@ import FleetTestTasks
         let pool = try backend.makePool()
         let pulled = Counter()
         var taken = 0
-        for try await _ in pool.stream(CountingSequence(pulled: pulled), TestTasks.square, options: MapOptions(window: 64)) {
+        for try await _ in pool.stream(
+            CountingSequence(pulled: pulled), TestTasks.square, options: MapOptions(window: 64))
+        {
             taken += 1
             if taken == 1_000 { break }
         }
@@ -131,7 +138,8 @@ import FleetTestTasks
     func timeoutsFailTheItemAndThePoolGoesOn(_ backend: TestBackend) async throws {
         guard backend != .serial else { return }  // serial runs in the caller: no time-outs to enforce
         let pool = try backend.makePool()
-        let results = try await pool.mapResults([5, 3_000, 5], TestTasks.sleep, options: MapOptions(timeout: .milliseconds(300)))
+        let results = try await pool.mapResults(
+            [5, 3_000, 5], TestTasks.sleep, options: MapOptions(timeout: .milliseconds(300)))
         guard case .failure(let f) = results[1] else {
             Issue.record("item 1 should have timed out")
             return
@@ -164,8 +172,10 @@ import FleetTestTasks
         let pool = try backend.makePool()
         let results = Locked<[Bool]>([])
         let task = Task {
-            for try await saw in pool.stream(Array(repeating: 10_000, count: 4), TestTasks.spinUntilCancelled,
-                                             options: MapOptions(batchSize: 1)) {
+            for try await saw in pool.stream(
+                Array(repeating: 10_000, count: 4), TestTasks.spinUntilCancelled,
+                options: MapOptions(batchSize: 1))
+            {
                 results.withLock { $0.append(saw) }
             }
         }
@@ -196,7 +206,10 @@ import FleetTestTasks
         await other.shutdown(.cancelPending)
         var cancelled = 0
         for f in queued {
-            if case .failure(let e) = await f.result { #expect(e as? FleetError == .cancelled); cancelled += 1 }
+            if case .failure(let e) = await f.result {
+                #expect(e as? FleetError == .cancelled)
+                cancelled += 1
+            }
         }
         #expect(cancelled >= 10)
     }

@@ -1,6 +1,7 @@
-import Testing
-@testable import Fleet
 import FleetTestTasks
+import Testing
+
+@testable import Fleet
 
 @Suite struct SplitTests {
     let job = FeatureJob(files: (0..<37).map { f in (0..<(f * 7 % 50)).map { ($0 * 31 + f) % 97 } }, scale: 3)
@@ -33,7 +34,9 @@ import FleetTestTasks
         let s = try await pool.splitting(short, over: \.files, parts: 8) { accumulateStatistics($0) }
         #expect(s.calls == 2 && s.sum == 3)
         // An empty list: one call, as the one-process code would make.
-        let empty = try await pool.splitting(FeatureJob(files: [], scale: 1), over: \.files) { accumulateStatistics($0) }
+        let empty = try await pool.splitting(FeatureJob(files: [], scale: 1), over: \.files) {
+            accumulateStatistics($0)
+        }
         #expect(empty.calls == 1 && empty.files == 0)
         await #expect(throws: FleetError.self) {
             _ = try await pool.splitting(job, over: \.files, parts: 0) { accumulateStatistics($0) }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Fleet
 
 /// Every backend the behaviour suite runs against. A new backend joins the

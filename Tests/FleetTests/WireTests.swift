@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Fleet
 
 /// Values of many shapes, to check the wire form round-trips them.
@@ -43,12 +44,13 @@ private final class Derived: Base {
 }
 
 private func sample(_ seed: Int, depth: Int = 2) -> Record {
-    Record(id: seed, name: "record \(seed) ✓", score: seed % 3 == 0 ? nil : Double(seed) / 7,
-           tags: (0..<(seed % 4)).map { "t\($0)" }, counts: ["a": seed, "b": -seed],
-           kind: [.empty, .named("n\(seed)"), .pair(seed, 0.5)][seed % 3],
-           nested: depth == 0 ? [] : (0..<2).map { sample(seed * 3 + $0, depth: depth - 1) },
-           flags: [Int8(seed % 100), -1], blob: Data((0..<(seed % 50)).map { UInt8($0) }),
-           bits: (0..<(seed % 9)).map { UInt16($0 * 1000) }, ok: seed % 2 == 0)
+    Record(
+        id: seed, name: "record \(seed) ✓", score: seed % 3 == 0 ? nil : Double(seed) / 7,
+        tags: (0..<(seed % 4)).map { "t\($0)" }, counts: ["a": seed, "b": -seed],
+        kind: [.empty, .named("n\(seed)"), .pair(seed, 0.5)][seed % 3],
+        nested: depth == 0 ? [] : (0..<2).map { sample(seed * 3 + $0, depth: depth - 1) },
+        flags: [Int8(seed % 100), -1], blob: Data((0..<(seed % 50)).map { UInt8($0) }),
+        bits: (0..<(seed % 9)).map { UInt16($0 * 1000) }, ok: seed % 2 == 0)
 }
 
 @Suite struct WireTests {
@@ -65,7 +67,10 @@ private func sample(_ seed: Int, depth: Int = 2) -> Record {
         #expect(try WireCoding.decode(String??.self, from: WireCoding.encode(nestedOptional)) == nestedOptional)
         let derived = try WireCoding.decode(Derived.self, from: WireCoding.encode(Derived()))
         #expect(derived.a == 1 && derived.b == 2)
-        #expect(try WireCoding.decode([[UInt8]].self, from: WireCoding.encode([[1, 2], [], [3]] as [[UInt8]])) == [[1, 2], [], [3]])
+        #expect(
+            try WireCoding.decode([[UInt8]].self, from: WireCoding.encode([[1, 2], [], [3]] as [[UInt8]])) == [
+                [1, 2], [], [3],
+            ])
     }
 
     @Test func numericArraysCostNothingPerElement() throws {
@@ -88,20 +93,28 @@ private func sample(_ seed: Int, depth: Int = 2) -> Record {
     @Test func corruptInputNeverCrashesTheDecoders() throws {
         var rng = SplitMix(seed: 0xF1EE7)
         let task = RemoteTask("fuzz") { (r: Record) in r }
-        let originals: [[UInt8]] = try (0..<8).map { try WireCoding.encode(sample($0)) }
-            + [try WireCoding.encode([sample(1), sample(2)]), try WireCoding.encode([UInt64](repeating: 9, count: 40))]
-        var decoded = 0, rejected = 0
+        let originals: [[UInt8]] =
+            try (0..<8).map { try WireCoding.encode(sample($0)) }
+            + [
+                try WireCoding.encode([sample(1), sample(2)]), try WireCoding.encode([UInt64](repeating: 9, count: 40)),
+            ]
+        var decoded = 0
+        var rejected = 0
         for case_ in 0..<20_000 {
             var bytes = originals[case_ % originals.count]
             switch rng.next() % 4 {
             case 0:
-                for _ in 0..<(1 + rng.next() % 4) { bytes[Int(rng.next() % UInt64(bytes.count))] ^= UInt8(truncatingIfNeeded: rng.next() | 1) }
+                for _ in 0..<(1 + rng.next() % 4) {
+                    bytes[Int(rng.next() % UInt64(bytes.count))] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+                }
             case 1: bytes.removeLast(Int(rng.next() % UInt64(bytes.count)))
             case 2: bytes += (0..<(rng.next() % 16)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             default:
                 let at = Int(rng.next() % UInt64(max(bytes.count - 8, 1)))
                 let value = rng.next() >> (rng.next() % 64)
-                for k in 0..<min(8, bytes.count - at) { bytes[at + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(k))) }
+                for k in 0..<min(8, bytes.count - at) {
+                    bytes[at + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(k)))
+                }
             }
             // The value decoder.
             if (try? WireCoding.decode(Record.self, from: bytes)) != nil { decoded += 1 } else { rejected += 1 }

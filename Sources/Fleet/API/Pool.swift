@@ -69,11 +69,13 @@ public final class Pool: Sendable {
             let pool = try mpi()
             if let workers, workers != pool.workerCount {
                 throw FleetError.invalidArgument(
-                    "an MPI pool has one worker per rank after the first (\(pool.workerCount) here), not \(workers): set the count with mpirun -np")
+                    "an MPI pool has one worker per rank after the first (\(pool.workerCount) here), not \(workers): set the count with mpirun -np"
+                )
             }
             return pool
             #else
-            throw FleetError.invalidArgument("this program was built without MPI: build it with `--traits MPI` (Docs/MPI.md)")
+            throw FleetError.invalidArgument(
+                "this program was built without MPI: build it with `--traits MPI` (Docs/MPI.md)")
             #endif
         }
     }

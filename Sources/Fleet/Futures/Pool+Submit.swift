@@ -9,8 +9,10 @@ final class SubmittedTask<R: Sendable>: FutureState<R>, Job, @unchecked Sendable
     @usableFromInline let runner: @Sendable (SubmittedTask<R>, WorkerContext) -> Void
 
     @inlinable
-    init(work: SubmittedWork<R>, timeout: Duration?,
-         runner: @escaping @Sendable (SubmittedTask<R>, WorkerContext) -> Void) {
+    init(
+        work: SubmittedWork<R>, timeout: Duration?,
+        runner: @escaping @Sendable (SubmittedTask<R>, WorkerContext) -> Void
+    ) {
         self.work = work
         self.timeout = timeout
         self.runner = runner
@@ -50,9 +52,12 @@ func runSubmitted<R: Sendable>(_ task: SubmittedTask<R>, on worker: WorkerContex
 func runSubmittedWithTimeout<R: Sendable>(
     _ state: FutureState<R>, _ work: SubmittedWork<R>, timeout: Duration, on worker: WorkerContext
 ) {
-    let result = withTimeLimit(timeout, parent: nil, worker: worker, expire: {
-        state.complete(.failure(FleetError.timedOut(item: nil, after: timeout)))
-    }) { token -> Result<R, any Error> in
+    let result = withTimeLimit(
+        timeout, parent: nil, worker: worker,
+        expire: {
+            state.complete(.failure(FleetError.timedOut(item: nil, after: timeout)))
+        }
+    ) { token -> Result<R, any Error> in
         switch work {
         case .plain(let body): return FleetTask.$token.withValue(token) { Result { try body() } }
         case .withWorker(let body): return FleetTask.$token.withValue(token) { Result { try body(worker) } }

@@ -47,7 +47,8 @@ public func wait<Value: Sendable, S: Sequence<Future<Value>>>(
     let all = Set(futures)
 
     func split() -> (done: Set<Future<Value>>, pending: Set<Future<Value>>) {
-        var done = Set<Future<Value>>(), pending = Set<Future<Value>>()
+        var done = Set<Future<Value>>()
+        var pending = Set<Future<Value>>()
         for f in all {
             if f.isDone { done.insert(f) } else { pending.insert(f) }
         }
@@ -70,7 +71,8 @@ public func wait<Value: Sendable, S: Sequence<Future<Value>>>(
     if notDone.isEmpty { return (all, []) }
     if condition == .firstCompleted && notDone.count < all.count { return split() }
     if condition == .firstFailure,
-       all.contains(where: { if case .failure? = $0.state.result { return true } else { return false } }) {
+        all.contains(where: { if case .failure? = $0.state.result { return true } else { return false } })
+    {
         return split()
     }
 

@@ -61,15 +61,18 @@ public enum Graph {
     public static func call<A, R: Sendable>(
         _ label: String? = nil, _ f: @escaping @Sendable (A) throws -> R, _ a: Delayed<A>
     ) -> Delayed<R> {
-        Delayed(GraphNode(label: label, arguments: [a.node], work: .local { args in try f(args[0] as! A) }, kind: "call"))
+        Delayed(
+            GraphNode(label: label, arguments: [a.node], work: .local { args in try f(args[0] as! A) }, kind: "call"))
     }
 
     /// A node that calls `f` on the results of `a` and `b`.
     public static func call<A, B, R: Sendable>(
         _ label: String? = nil, _ f: @escaping @Sendable (A, B) throws -> R, _ a: Delayed<A>, _ b: Delayed<B>
     ) -> Delayed<R> {
-        Delayed(GraphNode(label: label, arguments: [a.node, b.node],
-                          work: .local { args in try f(args[0] as! A, args[1] as! B) }, kind: "call"))
+        Delayed(
+            GraphNode(
+                label: label, arguments: [a.node, b.node],
+                work: .local { args in try f(args[0] as! A, args[1] as! B) }, kind: "call"))
     }
 
     /// A node that calls `f` on the results of `a`, `b` and `c`.
@@ -77,29 +80,40 @@ public enum Graph {
         _ label: String? = nil, _ f: @escaping @Sendable (A, B, C) throws -> R,
         _ a: Delayed<A>, _ b: Delayed<B>, _ c: Delayed<C>
     ) -> Delayed<R> {
-        Delayed(GraphNode(label: label, arguments: [a.node, b.node, c.node],
-                          work: .local { args in try f(args[0] as! A, args[1] as! B, args[2] as! C) }, kind: "call"))
+        Delayed(
+            GraphNode(
+                label: label, arguments: [a.node, b.node, c.node],
+                work: .local { args in try f(args[0] as! A, args[1] as! B, args[2] as! C) }, kind: "call"))
     }
 
     /// A node that calls `f` on the results of all of `nodes`, in order.
     public static func call<A, R: Sendable>(
         _ label: String? = nil, _ f: @escaping @Sendable ([A]) throws -> R, _ nodes: [Delayed<A>]
     ) -> Delayed<R> {
-        Delayed(GraphNode(label: label, arguments: nodes.map(\.node),
-                          work: .local { args in try f(args.map { $0 as! A }) }, kind: "call"))
+        Delayed(
+            GraphNode(
+                label: label, arguments: nodes.map(\.node),
+                work: .local { args in try f(args.map { $0 as! A }) }, kind: "call"))
     }
 
     /// A node that runs remote `task` on the result of `input`: runs on
     /// every backend, processes included.
     public static func call<I, O>(_ task: RemoteTask<I, O>, _ input: Delayed<I>, label: String? = nil) -> Delayed<O> {
-        Delayed(GraphNode(label: label, arguments: [input.node], work: .remote(RemoteNode(task: task) { $0[0] as! I }),
-                          kind: task.name))
+        Delayed(
+            GraphNode(
+                label: label, arguments: [input.node], work: .remote(RemoteNode(task: task) { $0[0] as! I }),
+                kind: task.name))
     }
 
     /// A node that runs remote `task` on the results of `inputs`, as one
     /// array: runs on every backend, processes included.
-    public static func call<E, O>(_ task: RemoteTask<[E], O>, _ inputs: [Delayed<E>], label: String? = nil) -> Delayed<O> {
-        Delayed(GraphNode(label: label, arguments: inputs.map(\.node), work: .remote(RemoteNode(task: task) { $0.map { $0 as! E } }),
-                          kind: task.name))
+    public static func call<E, O>(_ task: RemoteTask<[E], O>, _ inputs: [Delayed<E>], label: String? = nil) -> Delayed<
+        O
+    > {
+        Delayed(
+            GraphNode(
+                label: label, arguments: inputs.map(\.node),
+                work: .remote(RemoteNode(task: task) { $0.map { $0 as! E } }),
+                kind: task.name))
     }
 }

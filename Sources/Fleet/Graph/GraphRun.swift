@@ -154,8 +154,11 @@ final class GraphRun: @unchecked Sendable {
                 if pending[d] == 0 { ready.append(d) }
             }
             for a in arguments[i] { release(a) }
-            if ready.count > before + 1 || remaining == 0, sleeping > 0 { wake.broadcast() }
-            else if ready.count > before, sleeping > 0 { wake.signal() }
+            if ready.count > before + 1 || remaining == 0, sleeping > 0 {
+                wake.broadcast()
+            } else if ready.count > before, sleeping > 0 {
+                wake.signal()
+            }
         case .failure(let error):
             if failure == nil {
                 failure = NodeFailure(label: nodes[i].label, id: nodes[i].id, underlying: error)
@@ -190,15 +193,19 @@ final class GraphRun: @unchecked Sendable {
         let limit = 2 * backend.workerCount
         while failure == nil, running < limit, let top = ready.last {
             guard case .remote(let task) = nodes[top].work else {
-                failure = NodeFailure(label: nodes[top].label, id: nodes[top].id, underlying: FleetError.notRemote(
-                    "a closure node cannot run in a worker process: make it a RemoteTask node"))
+                failure = NodeFailure(
+                    label: nodes[top].label, id: nodes[top].id,
+                    underlying: FleetError.notRemote(
+                        "a closure node cannot run in a worker process: make it a RemoteTask node"))
                 ready.removeAll()
                 break
             }
             // Many ready nodes: share them out; few: send them one by one.
             let size = max(1, min(ready.count / limit, 4_096))
             var batch: [Int] = []
-            while batch.count < size, let i = ready.last, case .remote(let t) = nodes[i].work, t.taskName == task.taskName {
+            while batch.count < size, let i = ready.last, case .remote(let t) = nodes[i].work,
+                t.taskName == task.taskName
+            {
                 ready.removeLast()
                 batch.append(i)
             }
@@ -210,8 +217,10 @@ final class GraphRun: @unchecked Sendable {
         mutex.unlock()
         for job in jobs {
             do {
-                try backend.enqueue(try job.task.makeJob(run: self, nodes: job.nodes, arguments: job.args,
-                                                          context: backend.context))
+                try backend.enqueue(
+                    try job.task.makeJob(
+                        run: self, nodes: job.nodes, arguments: job.args,
+                        context: backend.context))
             } catch {
                 finishRemote(job.nodes, results: [], failure: (0, error))
             }

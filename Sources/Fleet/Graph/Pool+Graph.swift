@@ -1,7 +1,8 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
 
 extension Pool {
     /// Runs the task graph behind `nodes` on this pool and returns their
@@ -45,7 +46,11 @@ extension Pool {
                 }
             }
         }
-        await withTaskCancellationHandler { await run.waitForEnd() } onCancel: { run.cancel() }
+        await withTaskCancellationHandler {
+            await run.waitForEnd()
+        } onCancel: {
+            run.cancel()
+        }
         return try run.outcome()
     }
 }
@@ -68,7 +73,8 @@ extension Graph {
         var lines = ["digraph fleet {", "  rankdir=BT;", "  node [shape=box, fontname=\"Helvetica\"];"]
         for node in order {
             let shape = if case .value = node.work { "ellipse" } else { "box" }
-            let label = node.label.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            let label = node.label.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                of: "\"", with: "\\\"")
             lines.append("  n\(node.id) [label=\"\(label)\", shape=\(shape)];")
         }
         for node in order { for arg in node.arguments { lines.append("  n\(arg.id) -> n\(node.id);") } }
@@ -80,8 +86,13 @@ extension Graph {
     /// the extension: svg, png, pdf). Throws if Graphviz is not installed.
     public static func render(dot: String, to path: String) throws {
         let format = URL(fileURLWithPath: path).pathExtension.isEmpty ? "svg" : URL(fileURLWithPath: path).pathExtension
-        guard let dotPath = ["/usr/bin/dot", "/usr/local/bin/dot"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw FleetError.invalidArgument("Graphviz's dot is not installed (apt-get install graphviz); the DOT text is still available")
+        guard
+            let dotPath = ["/usr/bin/dot", "/usr/local/bin/dot"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
+            throw FleetError.invalidArgument(
+                "Graphviz's dot is not installed (apt-get install graphviz); the DOT text is still available")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: dotPath)

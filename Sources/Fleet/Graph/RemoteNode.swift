@@ -4,7 +4,8 @@
 protocol RemoteNodeTask: Sendable {
     var taskName: String { get }
     func runHere(_ arguments: [any Sendable]) throws -> any Sendable
-    func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws -> any RemoteJob
+    func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws
+        -> any RemoteJob
 }
 
 struct RemoteNode<I: Codable & Sendable, O: Codable & Sendable>: RemoteNodeTask {
@@ -17,10 +18,13 @@ struct RemoteNode<I: Codable & Sendable, O: Codable & Sendable>: RemoteNodeTask 
 
     func runHere(_ arguments: [any Sendable]) throws -> any Sendable { try task.body(input(arguments)) }
 
-    func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws -> any RemoteJob {
-        try GraphBatchJob(run: run, nodes: nodes, inputs: arguments.map(input), task: task,
-                          taskID: context.registry.id(of: task), arena: context.arena,
-                          external: context.referencesBigArrays)
+    func makeJob(run: GraphRun, nodes: [Int], arguments: [[any Sendable]], context: RemoteContext) throws
+        -> any RemoteJob
+    {
+        try GraphBatchJob(
+            run: run, nodes: nodes, inputs: arguments.map(input), task: task,
+            taskID: context.registry.id(of: task), arena: context.arena,
+            external: context.referencesBigArrays)
     }
 }
 
@@ -36,8 +40,10 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
     let taskID: Int
     let payload: WireBuffer
 
-    init(run: GraphRun, nodes: [Int], inputs: [I], task: RemoteTask<I, O>, taskID: Int, arena: SharedArena?,
-         external: Bool = false) throws {
+    init(
+        run: GraphRun, nodes: [Int], inputs: [I], task: RemoteTask<I, O>, taskID: Int, arena: SharedArena?,
+        external: Bool = false
+    ) throws {
         self.run = run
         self.nodes = nodes
         self.inputs = inputs
@@ -66,8 +72,9 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
     func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?) {
         guard nodes.count > 1 else { return (nil, self, nil) }
         let cut = splitBatch(count: nodes.count, at: offset) { r in
-            try GraphBatchJob(run: run, nodes: Array(nodes[r]), inputs: Array(inputs[r]), task: task, taskID: taskID,
-                              arena: payload.arena, external: payload.allowsExternal)
+            try GraphBatchJob(
+                run: run, nodes: Array(nodes[r]), inputs: Array(inputs[r]), task: task, taskID: taskID,
+                arena: payload.arena, external: payload.allowsExternal)
         }
         run.split(into: cut.parts)
         return (cut.before, cut.culprit, cut.after)

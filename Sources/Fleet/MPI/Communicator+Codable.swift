@@ -52,7 +52,8 @@ extension Communicator {
         var wire = counts.map(Int64.init) + [bad]
         try broadcast(&wire, root: root)
         guard wire[size] == 0 else {
-            throw MPIError(call: "scatter", code: -1, message: "the root rank \(root) must pass one value per rank (\(size))")
+            throw MPIError(
+                call: "scatter", code: -1, message: "the root rank \(root) must pass one value per rank (\(size))")
         }
         counts = wire.prefix(size).map { Int($0) }
         return try WireCoding.decode(V.self, from: try scatterv(flat, counts: counts, root: root))
@@ -85,7 +86,8 @@ extension Communicator {
                 break
             }
             if rank + step < size {
-                let theirs = try WireCoding.decode(V.self, from: try receiveChunks(UInt8.self, from: rank + step, tag: 3, on: inner))
+                let theirs = try WireCoding.decode(
+                    V.self, from: try receiveChunks(UInt8.self, from: rank + step, tag: 3, on: inner))
                 acc = try merge(acc, theirs)
             }
             step <<= 1

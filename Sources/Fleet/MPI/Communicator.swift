@@ -42,7 +42,8 @@ public final class Communicator: @unchecked Sendable {
         try check(MPI_Comm_dup(world, &dup), "MPI_Comm_dup")
         inner = dup!
         MPI_Comm_set_errhandler(inner, cmpi_errors_return())
-        var r: Int32 = 0, s: Int32 = 0
+        var r: Int32 = 0
+        var s: Int32 = 0
         try check(MPI_Comm_rank(world, &r), "MPI_Comm_rank")
         try check(MPI_Comm_size(world, &s), "MPI_Comm_size")
         rank = Int(r)
@@ -93,8 +94,10 @@ public final class Communicator: @unchecked Sendable {
     /// are more than one message holds, as full messages followed by a
     /// shorter one (empty if need be): a full message tells the receiver
     /// that more follow.
-    func sendChunks<T: MPINumeric>(_ base: UnsafeRawPointer?, count: Int, _: T.Type, to dest: Int, tag: Int,
-                                   on comm: MPI_Comm) throws {
+    func sendChunks<T: MPINumeric>(
+        _ base: UnsafeRawPointer?, count: Int, _: T.Type, to dest: Int, tag: Int,
+        on comm: MPI_Comm
+    ) throws {
         let limit = chunkElements(MemoryLayout<T>.stride)
         var offset = 0
         var n = 0
@@ -144,7 +147,9 @@ public final class Communicator: @unchecked Sendable {
         if rank != root { values = uninitializedArray(Int(n)) }
         try values.withUnsafeMutableBytes { raw in
             try forEachChunk(Int(n), T.self) { offset, k in
-                try check(MPI_Bcast(raw.baseAddress.map { $0 + offset }, k, T.mpiElement.datatype, Int32(root), comm), "MPI_Bcast")
+                try check(
+                    MPI_Bcast(raw.baseAddress.map { $0 + offset }, k, T.mpiElement.datatype, Int32(root), comm),
+                    "MPI_Bcast")
             }
         }
     }
@@ -165,13 +170,15 @@ public final class Communicator: @unchecked Sendable {
         let stride = MemoryLayout<T>.stride
         let displacements = counts.prefixSums
         if fitsOneCall(counts, stride) {
-            let c32 = counts.map { Int32($0) }, d32 = displacements.map { Int32($0) }
+            let c32 = counts.map { Int32($0) }
+            let d32 = displacements.map { Int32($0) }
             let mine = counts[rank]
             var failure: Int32 = 0
             let result = [T](filling: mine) { buffer in
                 failure = values.withUnsafeBytes { send in
-                    MPI_Scatterv(send.baseAddress, c32, d32, T.mpiElement.datatype, buffer.baseAddress, Int32(mine),
-                                 T.mpiElement.datatype, Int32(root), comm)
+                    MPI_Scatterv(
+                        send.baseAddress, c32, d32, T.mpiElement.datatype, buffer.baseAddress, Int32(mine),
+                        T.mpiElement.datatype, Int32(root), comm)
                 }
             }
             try check(failure, "MPI_Scatterv")
@@ -181,8 +188,9 @@ public final class Communicator: @unchecked Sendable {
         if rank == root {
             try values.withUnsafeBytes { raw in
                 for r in 0..<size where r != root {
-                    try sendChunks(raw.baseAddress.map { $0 + displacements[r] * stride }, count: counts[r], T.self,
-                                   to: r, tag: 1, on: inner)
+                    try sendChunks(
+                        raw.baseAddress.map { $0 + displacements[r] * stride }, count: counts[r], T.self,
+                        to: r, tag: 1, on: inner)
                 }
             }
             return Array(values[displacements[root]..<displacements[root] + counts[root]])
@@ -197,20 +205,24 @@ public final class Communicator: @unchecked Sendable {
         let counts = try allCounts(values.count)
         let stride = MemoryLayout<T>.stride
         if fitsOneCall(counts, stride) {
-            let c32 = counts.map { Int32($0) }, d32 = counts.prefixSums.map { Int32($0) }
+            let c32 = counts.map { Int32($0) }
+            let d32 = counts.prefixSums.map { Int32($0) }
             let total = rank == root ? counts.reduce(0, +) : 0
             var failure: Int32 = 0
             let flat = [T](filling: total) { buffer in
                 failure = values.withUnsafeBytes { send in
-                    MPI_Gatherv(send.baseAddress, Int32(values.count), T.mpiElement.datatype, buffer.baseAddress,
-                                c32, d32, T.mpiElement.datatype, Int32(root), comm)
+                    MPI_Gatherv(
+                        send.baseAddress, Int32(values.count), T.mpiElement.datatype, buffer.baseAddress,
+                        c32, d32, T.mpiElement.datatype, Int32(root), comm)
                 }
             }
             try check(failure, "MPI_Gatherv")
             return rank == root ? flat.split(counts) : nil
         }
         if rank != root {
-            try values.withUnsafeBytes { try sendChunks($0.baseAddress, count: values.count, T.self, to: root, tag: 2, on: inner) }
+            try values.withUnsafeBytes {
+                try sendChunks($0.baseAddress, count: values.count, T.self, to: root, tag: 2, on: inner)
+            }
             return nil
         }
         return try (0..<size).map { r in r == root ? values : try receiveChunks(T.self, from: r, tag: 2, on: inner) }
@@ -221,13 +233,15 @@ public final class Communicator: @unchecked Sendable {
         let counts = try allCounts(values.count)
         let stride = MemoryLayout<T>.stride
         if fitsOneCall(counts, stride) {
-            let c32 = counts.map { Int32($0) }, d32 = counts.prefixSums.map { Int32($0) }
+            let c32 = counts.map { Int32($0) }
+            let d32 = counts.prefixSums.map { Int32($0) }
             let total = counts.reduce(0, +)
             var failure: Int32 = 0
             let flat = [T](filling: total) { buffer in
                 failure = values.withUnsafeBytes { send in
-                    MPI_Allgatherv(send.baseAddress, Int32(values.count), T.mpiElement.datatype, buffer.baseAddress,
-                                   c32, d32, T.mpiElement.datatype, comm)
+                    MPI_Allgatherv(
+                        send.baseAddress, Int32(values.count), T.mpiElement.datatype, buffer.baseAddress,
+                        c32, d32, T.mpiElement.datatype, comm)
                 }
             }
             try check(failure, "MPI_Allgatherv")
@@ -252,8 +266,10 @@ public final class Communicator: @unchecked Sendable {
         try values.withUnsafeBytes { send in
             try result.withUnsafeMutableBytes { recv in
                 try forEachChunk(values.count, T.self) { offset, k in
-                    try check(MPI_Reduce(send.baseAddress.map { $0 + offset }, recv.baseAddress.map { $0 + offset }, k,
-                                         T.mpiElement.datatype, op.op, Int32(root), comm), "MPI_Reduce")
+                    try check(
+                        MPI_Reduce(
+                            send.baseAddress.map { $0 + offset }, recv.baseAddress.map { $0 + offset }, k,
+                            T.mpiElement.datatype, op.op, Int32(root), comm), "MPI_Reduce")
                 }
             }
         }
@@ -272,8 +288,9 @@ public final class Communicator: @unchecked Sendable {
         try checkSameCount(buffer.count, "allreduce")
         let raw = UnsafeMutableRawPointer(buffer.baseAddress)
         try forEachChunk(buffer.count, T.self) { offset, k in
-            try check(MPI_Allreduce(cmpi_in_place(), raw.map { $0 + offset }, k, T.mpiElement.datatype, op.op, comm),
-                      "MPI_Allreduce")
+            try check(
+                MPI_Allreduce(cmpi_in_place(), raw.map { $0 + offset }, k, T.mpiElement.datatype, op.op, comm),
+                "MPI_Allreduce")
         }
     }
 
@@ -319,7 +336,9 @@ public final class Communicator: @unchecked Sendable {
         var range: [Int64] = [Int64(count), -Int64(count)]
         try check(MPI_Allreduce(cmpi_in_place(), &range, 2, cmpi_int64(), cmpi_max(), inner), "MPI_Allreduce")
         guard range[0] == -range[1] else {
-            throw MPIError(call: call, code: -1, message: "ranks passed different element counts (from \(-range[1]) to \(range[0]))")
+            throw MPIError(
+                call: call, code: -1,
+                message: "ranks passed different element counts (from \(-range[1]) to \(range[0]))")
         }
     }
 }

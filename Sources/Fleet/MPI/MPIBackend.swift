@@ -76,8 +76,10 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
         workerCount = world.size - 1
         // Big inputs are sent from the caller's own arrays (see `send`).
         context = RemoteContext(registry: registry, arena: nil, referencesBigArrays: true)
-        box = DispatchBox(.init(workers: workerCount, retries: 0, recycleAfter: nil, replaceable: false,
-                                bigMayWaitBehindOne: true))
+        box = DispatchBox(
+            .init(
+                workers: workerCount, retries: 0, recycleAfter: nil, replaceable: false,
+                bigMayWaitBehindOne: true))
         hosts = Array(repeating: "?", count: workerCount)
         let now = monotonicNanos()
         startDeadline = now &+ options.startTimeout.nanoseconds
@@ -169,7 +171,8 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
         let bytes = inbox.bytes
         var at = 0
         while at < bytes.count {
-            let header = try FrameHeader.parse(UnsafeRawBufferPointer(rebasing: bytes[at...]), maxLength: Int(UInt32.max))
+            let header = try FrameHeader.parse(
+                UnsafeRawBufferPointer(rebasing: bytes[at...]), maxLength: Int(UInt32.max))
             let end = at + FrameHeader.size + Int(header.length)
             guard end <= bytes.count else {
                 throw FleetError.protocolViolation("\(name(w)): a frame runs past the end of its message")
@@ -198,12 +201,16 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
         box.withState { _ in hosts[w] = hello.host ?? "?" }
         try hello.check(against: registry, who: name(w))
         // Tell the rank how often to expect word from here.
-        try sendControl([ControlWord.configure.rawValue, options.heartbeatInterval.nanoseconds,
-                         options.heartbeatTimeout.nanoseconds], to: w)
-        carryOut(box.withState { state in
-            box.changed.broadcast()
-            return state.ready(w)
-        })
+        try sendControl(
+            [
+                ControlWord.configure.rawValue, options.heartbeatInterval.nanoseconds,
+                options.heartbeatTimeout.nanoseconds,
+            ], to: w)
+        carryOut(
+            box.withState { state in
+                box.changed.broadcast()
+                return state.ready(w)
+            })
     }
 
     private func reply(_ w: Int, _ seq: UInt64, _ body: inout WireReader) throws {
@@ -291,8 +298,9 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
         do {
             try buffer.forEachSegment { piece in
                 guard piece.count > 0 else { return }
-                try sends.send(piece.baseAddress, count: piece.count, owner: buffer, to: w + 1, tag: tag, on: comm,
-                               limit: world.chunkElements(1))
+                try sends.send(
+                    piece.baseAddress, count: piece.count, owner: buffer, to: w + 1, tag: tag, on: comm,
+                    limit: world.chunkElements(1))
             }
         } catch {
             throw lost(w, "sending to it failed: \(error)")
@@ -303,8 +311,9 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
         let message = ControlMessage(words)
         try message.words.withUnsafeBytes { raw in
             do {
-                try sends.send(raw.baseAddress, count: raw.count, owner: message, to: w + 1, tag: ExecutorTag.control,
-                               on: comm, limit: world.chunkElements(1))
+                try sends.send(
+                    raw.baseAddress, count: raw.count, owner: message, to: w + 1, tag: ExecutorTag.control,
+                    on: comm, limit: world.chunkElements(1))
             } catch {
                 throw lost(w, "sending to it failed: \(error)")
             }
@@ -328,10 +337,14 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
             let quiet = now &- lastHeard[w]
             if phases[w] == .ready || phases[w] == .retiring {
                 if quiet > options.heartbeatTimeout.nanoseconds {
-                    throw lost(w, "nothing heard from it for \(quiet / 1_000_000) ms (heartbeat time-out \(options.heartbeatTimeout))")
+                    throw lost(
+                        w,
+                        "nothing heard from it for \(quiet / 1_000_000) ms (heartbeat time-out \(options.heartbeatTimeout))"
+                    )
                 }
             } else if phases[w] == .starting && now > startDeadline {
-                throw FleetError.workerStartFailed("rank \(w + 1) did not reach Pool.mpi within \(options.startTimeout)")
+                throw FleetError.workerStartFailed(
+                    "rank \(w + 1) did not reach Pool.mpi within \(options.startTimeout)")
             }
         }
     }

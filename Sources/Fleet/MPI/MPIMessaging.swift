@@ -95,7 +95,8 @@ extension Communicator {
         while true {
             var failure: Int32 = 0
             buffer.append(count: arrival.bytes) { raw in
-                failure = MPI_Mrecv(raw.baseAddress, Int32(arrival.bytes), cmpi_byte(), &arrival.message, &arrival.status)
+                failure = MPI_Mrecv(
+                    raw.baseAddress, Int32(arrival.bytes), cmpi_byte(), &arrival.message, &arrival.status)
             }
             try check(failure, "MPI_Mrecv")
             if arrival.bytes < limit { return }
@@ -119,14 +120,18 @@ struct PendingSends {
 
     /// Starts sending `count` bytes at `base` (owned by `owner`) to `dest`,
     /// in chunks when they are more than one message holds.
-    mutating func send(_ base: UnsafeRawPointer?, count: Int, owner: AnyObject?, to dest: Int, tag: Int32,
-                       on comm: MPI_Comm, limit: Int) throws {
+    mutating func send(
+        _ base: UnsafeRawPointer?, count: Int, owner: AnyObject?, to dest: Int, tag: Int32,
+        on comm: MPI_Comm, limit: Int
+    ) throws {
         var offset = 0
         var n = 0
         repeat {
             n = min(limit, count - offset)
             var request: MPI_Request?
-            try check(MPI_Isend(base.map { $0 + offset }, Int32(n), cmpi_byte(), Int32(dest), tag, comm, &request), "MPI_Isend")
+            try check(
+                MPI_Isend(base.map { $0 + offset }, Int32(n), cmpi_byte(), Int32(dest), tag, comm, &request),
+                "MPI_Isend")
             requests.append(request)
             keep.append(owner)
             offset += n

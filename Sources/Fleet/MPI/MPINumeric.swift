@@ -37,7 +37,9 @@ extension UInt8: MPINumeric { public static var mpiElement: MPIElement { .uint8 
 extension UInt16: MPINumeric { public static var mpiElement: MPIElement { .uint16 } }
 extension UInt32: MPINumeric { public static var mpiElement: MPIElement { .uint32 } }
 extension UInt64: MPINumeric { public static var mpiElement: MPIElement { .uint64 } }
-extension UInt: MPINumeric { public static var mpiElement: MPIElement { MemoryLayout<UInt>.size == 8 ? .uint64 : .uint32 } }
+extension UInt: MPINumeric {
+    public static var mpiElement: MPIElement { MemoryLayout<UInt>.size == 8 ? .uint64 : .uint32 }
+}
 extension Float: MPINumeric { public static var mpiElement: MPIElement { .float } }
 extension Double: MPINumeric { public static var mpiElement: MPIElement { .double } }
 

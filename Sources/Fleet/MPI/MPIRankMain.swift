@@ -34,7 +34,8 @@ struct MPIRankMain {
         RemoteError.localOrigin.withLock { $0 = "rank \(world.rank) on \(world.processorName)" }
         let control: WorkerControl
         do { control = try WorkerControl() } catch {
-            MPIRuntime.shared.abort("rank \(world.rank) on \(world.processorName): \(error)", code: RankStatus.protocolFault)
+            MPIRuntime.shared.abort(
+                "rank \(world.rank) on \(world.processorName): \(error)", code: RankStatus.protocolFault)
         }
         let cancels = Locked<Set<UInt64>>([])
         let watch = DriverWatch(world: world, comm: comm)
@@ -64,7 +65,8 @@ struct RankChannel: WorkerChannel {
     /// big requests reuses it, one outsized request does not pin its memory.
     private static let keptInputBytes = 64 << 20
 
-    init(world: Communicator, comm: MPI_Comm, control: WorkerControl, cancels: Locked<Set<UInt64>>, watch: DriverWatch) {
+    init(world: Communicator, comm: MPI_Comm, control: WorkerControl, cancels: Locked<Set<UInt64>>, watch: DriverWatch)
+    {
         self.world = world
         self.comm = comm
         self.control = control
@@ -91,8 +93,10 @@ struct RankChannel: WorkerChannel {
         at < message.count || (try? world.peek(source: 0, tag: ExecutorTag.frames, on: comm)) == true
     }
 
-    mutating func withInputs<T>(_ header: FrameHeader, _ rest: inout WireReader,
-                                _ body: (inout WireReader) throws -> T) throws -> T {
+    mutating func withInputs<T>(
+        _ header: FrameHeader, _ rest: inout WireReader,
+        _ body: (inout WireReader) throws -> T
+    ) throws -> T {
         let seq = header.seq
         defer { cancels.withLock { _ = $0.remove(seq) } }
         guard header.shared else { return try body(&rest) }
@@ -125,7 +129,8 @@ struct RankChannel: WorkerChannel {
     func send(_ out: WireBuffer) {
         do {
             try out.bytes.withUnsafeBytes { raw in
-                try world.sendChunks(raw.baseAddress, count: raw.count, UInt8.self, to: 0, tag: Int(ExecutorTag.frames), on: comm)
+                try world.sendChunks(
+                    raw.baseAddress, count: raw.count, UInt8.self, to: 0, tag: Int(ExecutorTag.frames), on: comm)
             }
         } catch {
             MPIRuntime.shared.abort("rank \(world.rank): cannot reach the driver: \(error)", code: 1)
@@ -139,7 +144,8 @@ struct RankChannel: WorkerChannel {
     }
 
     func abandon(_ message: String) -> Never {
-        MPIRuntime.shared.abort("rank \(world.rank) on \(world.processorName): \(message)", code: RankStatus.protocolFault)
+        MPIRuntime.shared.abort(
+            "rank \(world.rank) on \(world.processorName): \(message)", code: RankStatus.protocolFault)
     }
 }
 
@@ -176,8 +182,9 @@ final class DriverWatch: @unchecked Sendable {
             _ = try? sends.progress()
             if now >= nextBeat && sends.isEmpty {
                 beat.words.withUnsafeBytes { raw in
-                    try? sends.send(raw.baseAddress, count: raw.count, owner: beat, to: 0, tag: ExecutorTag.control,
-                                    on: comm, limit: raw.count)
+                    try? sends.send(
+                        raw.baseAddress, count: raw.count, owner: beat, to: 0, tag: ExecutorTag.control,
+                        on: comm, limit: raw.count)
                 }
                 nextBeat = now &+ interval
             }
@@ -197,7 +204,9 @@ final class DriverWatch: @unchecked Sendable {
                 }
             }
             if let timeout, monotonicNanos() &- lastHeard > timeout {
-                writeStderr("fleet: rank \(world.rank) on \(world.processorName): no word from the driver (rank 0) for \(timeout / 1_000_000) ms; exiting\n")
+                writeStderr(
+                    "fleet: rank \(world.rank) on \(world.processorName): no word from the driver (rank 0) for \(timeout / 1_000_000) ms; exiting\n"
+                )
                 _exit(RankStatus.driverLost)
             }
             // Short naps (at most 10 ms, a quarter of the interval), so

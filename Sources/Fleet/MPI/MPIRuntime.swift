@@ -67,7 +67,9 @@ final class MPIRuntime: @unchecked Sendable {
         mutex.lock()
         defer { mutex.unlock() }
         if let started { return started }
-        if finished { throw MPIError(call: "MPI_Init_thread", code: -1, message: "MPI has already been finalized in this process") }
+        if finished {
+            throw MPIError(call: "MPI_Init_thread", code: -1, message: "MPI has already been finalized in this process")
+        }
         var provided: Int32 = 0
         var flag: Int32 = 0
         MPI_Initialized(&flag)
@@ -77,8 +79,9 @@ final class MPIRuntime: @unchecked Sendable {
             MPI_Query_thread(&provided)
         }
         guard provided >= cmpi_thread_multiple() else {
-            throw MPIError(call: "MPI_Init_thread", code: -1,
-                           message: "this MPI library does not support MPI_THREAD_MULTIPLE (level \(provided)), which Fleet needs")
+            throw MPIError(
+                call: "MPI_Init_thread", code: -1,
+                message: "this MPI library does not support MPI_THREAD_MULTIPLE (level \(provided)), which Fleet needs")
         }
         MPI_Comm_set_errhandler(cmpi_comm_world(), cmpi_errors_return())
         let comm = try Communicator(world: cmpi_comm_world())

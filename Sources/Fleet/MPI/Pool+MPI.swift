@@ -33,7 +33,8 @@ final class MPIPoolHolder: @unchecked Sendable {
         let world = try MPI.world
         guard world.size >= 2 else {
             throw FleetError.invalidArgument(
-                "the MPI executor needs at least 2 ranks (rank 0 drives, the others serve), but this job has 1: start it with mpirun -np 2 or more")
+                "the MPI executor needs at least 2 ranks (rank 0 drives, the others serve), but this job has 1: start it with mpirun -np 2 or more"
+            )
         }
         let registry = RemoteTasks.registry
         var dup: MPI_Comm?
@@ -42,13 +43,16 @@ final class MPIPoolHolder: @unchecked Sendable {
         MPI_Comm_set_errhandler(comm, cmpi_errors_return())
         if world.rank != 0 {
             if registry.tasks.isEmpty {
-                MPI.abort("rank \(world.rank): no remote tasks are registered: call RemoteTasks.bootstrap with them at the top of main, before Pool.mpi")
+                MPI.abort(
+                    "rank \(world.rank): no remote tasks are registered: call RemoteTasks.bootstrap with them at the top of main, before Pool.mpi"
+                )
             }
             MPIRankMain(registry: registry, world: world, comm: comm).run()
         }
         if registry.tasks.isEmpty {
             throw FleetError.notRemote(
-                "no remote tasks are registered: call RemoteTasks.bootstrap with them at the top of main, before Pool.mpi")
+                "no remote tasks are registered: call RemoteTasks.bootstrap with them at the top of main, before Pool.mpi"
+            )
         }
         let backend = MPIBackend(world: world, comm: comm, registry: registry, options: options)
         MPIRuntime.shared.onFinish { backend.finishJob() }

@@ -48,12 +48,16 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob, RemoteConvertibl
         let began = monotonicNanos()
         let output: BatchOutput<R>
         if let timeout {
-            output = withTimeLimit(timeout, parent: core.token, worker: worker, expire: { [self] in
-                guard claim() else { return false }
-                core.finish(start: start, count: items.count, output: timedOutOutput(timeout),
-                            nanos: timeout.nanoseconds)
-                return true
-            }) { token in execute(on: worker, token: token) }
+            output = withTimeLimit(
+                timeout, parent: core.token, worker: worker,
+                expire: { [self] in
+                    guard claim() else { return false }
+                    core.finish(
+                        start: start, count: items.count, output: timedOutOutput(timeout),
+                        nanos: timeout.nanoseconds)
+                    return true
+                }
+            ) { token in execute(on: worker, token: token) }
             guard claim() else { return }  // the time-out already reported it
         } else {
             output = execute(on: worker, token: core.token)
@@ -69,7 +73,9 @@ final class BatchJob<T: Sendable, R: Sendable>: InlineAsyncJob, RemoteConvertibl
             let (items, start, mode) = (self.items, self.start, core.mode)
             return (try? runAsyncHere(token: token) { await body(items, start, mode) }.get()) ?? BatchOutput()
         case .remote(let task):
-            return FleetTask.$token.withValue(token) { task.runHere(items, start: start, mode: core.mode, token: token) }
+            return FleetTask.$token.withValue(token) {
+                task.runHere(items, start: start, mode: core.mode, token: token)
+            }
         }
     }
 

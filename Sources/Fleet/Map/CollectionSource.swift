@@ -66,8 +66,9 @@ extension Pool {
             }
             return out
         }
-        var driver = try MapDriver(CollectionSource(count: n, runner: runner), pool: self, ordered: false,
-                                   mode: .failFast, options: options)
+        var driver = try MapDriver(
+            CollectionSource(count: n, runner: runner), pool: self, ordered: false,
+            mode: .failFast, options: options)
         while let batch = try await driver.nextBatch() { driver.core.release(batch.count) }
         _ = output.count  // keeps the storage alive until every batch is done
         return output

@@ -48,13 +48,16 @@ struct MapDriver<Source: BatchSource> {
     @usableFromInline let pool: Pool
 
     @inlinable
-    init(_ source: Source, pool: Pool, ordered: Bool, mode: ErrorMode, streaming: Bool = false,
-         options: MapOptions) throws {
+    init(
+        _ source: Source, pool: Pool, ordered: Bool, mode: ErrorMode, streaming: Bool = false,
+        options: MapOptions
+    ) throws {
         try options.validate()
         self.source = source
         self.pool = pool
-        core = MapCore(ordered: ordered, mode: mode, eager: streaming, options: options, workers: pool.workerCount,
-                       inline: pool.backend.runsInline, total: source.total)
+        core = MapCore(
+            ordered: ordered, mode: mode, eager: streaming, options: options, workers: pool.workerCount,
+            inline: pool.backend.runsInline, total: source.total)
     }
 
     /// Fills the window. On an inline (serial) backend, runs one batch.

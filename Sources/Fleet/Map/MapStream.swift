@@ -166,8 +166,9 @@ extension Pool {
         element: @escaping (ReadyBatch<R>, Int) -> Element
     ) -> MapStream<Element> where Input.Element: Sendable {
         MapStream { [self] in
-            let driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
-                                       pool: self, ordered: ordered, mode: mode, streaming: true, options: options)
+            let driver = try MapDriver(
+                SequenceSource(input, runner: runner, timeout: options.timeout),
+                pool: self, ordered: ordered, mode: mode, streaming: true, options: options)
             return DriverStream(driver, element: element)
         }
     }

@@ -61,8 +61,9 @@ extension Pool {
         _ input: Input, options: MapOptions = MapOptions(),
         _ transform: @escaping @Sendable (Input.Element) throws -> R
     ) async throws -> [Result<R, ItemFailure>] where Input.Element: Sendable {
-        var driver = try MapDriver(SequenceSource(input, runner: .plain(transform), timeout: options.timeout),
-                                   pool: self, ordered: true, mode: .collect, options: options)
+        var driver = try MapDriver(
+            SequenceSource(input, runner: .plain(transform), timeout: options.timeout),
+            pool: self, ordered: true, mode: .collect, options: options)
         var out: [Result<R, ItemFailure>] = []
         while let batch = try await driver.nextBatch() {
             out.append(contentsOf: batch.output.results)
@@ -75,8 +76,9 @@ extension Pool {
     func collectOrdered<Input: Sequence, R: Sendable>(
         _ input: Input, options: MapOptions, runner: BatchRunner<Input.Element, R>
     ) async throws -> [R] where Input.Element: Sendable {
-        var driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
-                                   pool: self, ordered: true, mode: .failFast, options: options)
+        var driver = try MapDriver(
+            SequenceSource(input, runner: runner, timeout: options.timeout),
+            pool: self, ordered: true, mode: .failFast, options: options)
         var out: [R] = []
         out.reserveCapacity(input.underestimatedCount)
         while let batch = try await driver.nextBatch() {
@@ -114,8 +116,9 @@ extension Pool {
         _ input: Input, into initial: consuming Accumulator, options: MapOptions,
         runner: BatchRunner<Input.Element, R>, merge: (inout Accumulator, R) throws -> Void
     ) async throws -> Accumulator where Input.Element: Sendable {
-        var driver = try MapDriver(SequenceSource(input, runner: runner, timeout: options.timeout),
-                                   pool: self, ordered: false, mode: .failFast, options: options)
+        var driver = try MapDriver(
+            SequenceSource(input, runner: runner, timeout: options.timeout),
+            pool: self, ordered: false, mode: .failFast, options: options)
         var acc = consume initial  // unique, so merging never copies it
         while let batch = try await driver.nextBatch() {
             do {

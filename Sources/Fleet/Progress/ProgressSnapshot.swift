@@ -87,8 +87,12 @@ final class ProgressTracker: Sendable {
 
     private func snapshot(_ c: inout Counts, now: UInt64, final: Bool) -> (Int, ProgressSnapshot) {
         c.taken += 1
-        return (c.taken, ProgressSnapshot(submitted: c.submitted, completed: c.completed, failed: c.failed, total: total,
-                                          elapsed: .nanoseconds(Int64(now &- start)), isFinished: final))
+        return (
+            c.taken,
+            ProgressSnapshot(
+                submitted: c.submitted, completed: c.completed, failed: c.failed, total: total,
+                elapsed: .nanoseconds(Int64(now &- start)), isFinished: final)
+        )
     }
 
     private func emit(_ numbered: (Int, ProgressSnapshot)) {

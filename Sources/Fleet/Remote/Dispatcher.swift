@@ -203,7 +203,8 @@ struct Dispatcher<J: DispatchJob> {
     private var rotation = 0
 
     init(_ config: Config) {
-        precondition(config.replaceable || config.recycleAfter == nil, "a worker that cannot be replaced cannot be recycled")
+        precondition(
+            config.replaceable || config.recycleAfter == nil, "a worker that cannot be replaced cannot be recycled")
         self.config = config
         workers = Array(repeating: Worker(), count: config.workers)
     }
@@ -303,8 +304,11 @@ struct Dispatcher<J: DispatchJob> {
             return Effects()
         }
         workers[w].phase = .stopped
-        var effects = breakPool(retryable ? .workerStartFailed(
-            "workers failed to start \(Self.startAttempts) times in a row: \(error)") : error, failRunning: false)
+        var effects = breakPool(
+            retryable
+                ? .workerStartFailed(
+                    "workers failed to start \(Self.startAttempts) times in a row: \(error)") : error,
+            failRunning: false)
         finishIfDone(&effects)
         return effects
     }
@@ -385,8 +389,10 @@ struct Dispatcher<J: DispatchJob> {
 
     /// Blames one request of a dead worker's (none without `death`) and
     /// puts the rest back.
-    private mutating func settle(_ entries: [InFlight], worker: Worker, death: WorkerDeath?, fault: String?,
-                                 _ effects: inout Effects<J>) {
+    private mutating func settle(
+        _ entries: [InFlight], worker: Worker, death: WorkerDeath?, fault: String?,
+        _ effects: inout Effects<J>
+    ) {
         let began = death.map { death in entries.filter { $0.seq <= death.began } } ?? []
         let running = death.flatMap { death in
             death.began != death.finished ? began.last(where: { $0.seq == death.began }) : nil
@@ -416,8 +422,13 @@ struct Dispatcher<J: DispatchJob> {
             } else if attempts <= (blamed.retries ?? config.retries) {
                 requeue.append((blamed, attempts))
             } else {
-                effects.failed.append((blamed, .workerDied(item: blamed.firstIndex, pid: death?.pid ?? 0,
-                                                           exit: death?.exit ?? .exited(0), attempts: attempts)))
+                effects.failed.append(
+                    (
+                        blamed,
+                        .workerDied(
+                            item: blamed.firstIndex, pid: death?.pid ?? 0,
+                            exit: death?.exit ?? .exited(0), attempts: attempts)
+                    ))
             }
         }
         switch lifecycle {
@@ -560,7 +571,7 @@ struct Dispatcher<J: DispatchJob> {
     private func canTake(_ job: J, _ w: Int) -> Bool {
         let worker = workers[w]
         guard worker.phase == .ready, worker.expired.isEmpty, worker.fault == nil, !worker.faultSettled,
-              worker.timedOut == nil, !worker.killedByShutdown
+            worker.timedOut == nil, !worker.killedByShutdown
         else { return false }
         guard let last = worker.inFlight.last?.job else { return true }
         if let limit = config.recycleAfter {
@@ -569,8 +580,9 @@ struct Dispatcher<J: DispatchJob> {
             if promised + job.itemCount > limit { return false }
         }
         let bigAllowed = job.inputsShared || (config.bigMayWaitBehindOne && worker.inFlight.count < 2)
-        return pipelining.admits(inputBytes: job.inputBytes, timeout: job.timeout, inFlight: worker.inFlight.count,
-                                 lastTimeout: last.timeout, bigAllowed: bigAllowed)
+        return pipelining.admits(
+            inputBytes: job.inputBytes, timeout: job.timeout, inFlight: worker.inFlight.count,
+            lastTimeout: last.timeout, bigAllowed: bigAllowed)
     }
 
     /// Gives worker `w` as much queued work as it can take.
@@ -601,7 +613,7 @@ struct Dispatcher<J: DispatchJob> {
         for w in workers.indices {
             let worker = workers[w]
             guard worker.phase == .ready || worker.phase == .retiring, worker.inFlight.isEmpty,
-                  worker.expired.isEmpty || killing
+                worker.expired.isEmpty || killing
             else { continue }
             guard stopping || worker.phase == .retiring else { continue }
             workers[w].phase = .leaving

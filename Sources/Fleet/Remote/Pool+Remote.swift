@@ -24,16 +24,19 @@ extension Pool {
             // starting workers here would recurse without end. The driver
             // sees this worker fail its handshake and says why.
             throw FleetError.workerStartFailed(
-                "this process was started as a worker, but main did not call RemoteTasks.bootstrap before creating a pool")
+                "this process was started as a worker, but main did not call RemoteTasks.bootstrap before creating a pool"
+            )
         }
         let registry = RemoteTasks.registry
         if registry.tasks.isEmpty {
             throw FleetError.notRemote(
-                "no remote tasks are registered: call RemoteTasks.bootstrap with them at the top of main, before creating a processes pool")
+                "no remote tasks are registered: call RemoteTasks.bootstrap with them at the top of main, before creating a processes pool"
+            )
         }
         let id = nextID()
-        return Pool(backend: ProcessBackend(workers: n, options: options, registry: registry, name: "fl\(id)"),
-                    id: id)
+        return Pool(
+            backend: ProcessBackend(workers: n, options: options, registry: registry, name: "fl\(id)"),
+            id: id)
     }
 
     /// Waits until every worker process has started and passed the
@@ -62,8 +65,9 @@ extension Pool {
         if let timeout { try requirePositive(timeout, "timeout") }
         if let retries, retries < 0 { throw FleetError.invalidArgument("retries must not be negative, got \(retries)") }
         let remote = backend as? any RemoteBackend
-        let job = try RemoteCallJob(task: task, input: input, taskID: remote.map { try $0.registry.id(of: task) } ?? 0,
-                                    timeout: timeout, retries: retries, context: remote?.context)
+        let job = try RemoteCallJob(
+            task: task, input: input, taskID: remote.map { try $0.registry.id(of: task) } ?? 0,
+            timeout: timeout, retries: retries, context: remote?.context)
         try backend.enqueue(job)
         return Future(job)
     }
@@ -81,8 +85,9 @@ extension Pool {
     public func mapResults<Input: Sequence, O>(
         _ input: Input, _ task: RemoteTask<Input.Element, O>, options: MapOptions = MapOptions()
     ) async throws -> [Result<O, ItemFailure>] where Input.Element: Sendable {
-        var driver = try MapDriver(SequenceSource(input, runner: remoteRunner(task, options), timeout: options.timeout),
-                                   pool: self, ordered: true, mode: .collect, options: options)
+        var driver = try MapDriver(
+            SequenceSource(input, runner: remoteRunner(task, options), timeout: options.timeout),
+            pool: self, ordered: true, mode: .collect, options: options)
         var out: [Result<O, ItemFailure>] = []
         while let batch = try await driver.nextBatch() {
             out.append(contentsOf: batch.output.results)
@@ -130,7 +135,8 @@ extension Pool {
         _ input: Input, into initial: consuming Accumulator, _ task: RemoteTask<Input.Element, O>,
         options: MapOptions = MapOptions(), merge: (inout Accumulator, O) throws -> Void
     ) async throws -> Accumulator where Input.Element: Sendable {
-        try await fold(input, into: consume initial, options: options, runner: remoteRunner(task, options), merge: merge)
+        try await fold(
+            input, into: consume initial, options: options, runner: remoteRunner(task, options), merge: merge)
     }
 
     @inlinable

@@ -11,7 +11,6 @@ protocol RemoteBackend: ExecutionBackend {
     var context: RemoteContext { get }
 }
 
-
 extension RemoteBackend {
     /// `job` as a request for a remote worker, or `FleetError.notRemote`
     /// for a closure, which cannot leave this process; `place` says where
@@ -76,7 +75,8 @@ struct Hello {
     /// protocol version or was built from other code.
     func check(against registry: Registry, who: String) throws {
         guard version == wireProtocolVersion else {
-            throw FleetError.workerStartFailed("\(who) speaks protocol version \(version), the driver \(wireProtocolVersion)")
+            throw FleetError.workerStartFailed(
+                "\(who) speaks protocol version \(version), the driver \(wireProtocolVersion)")
         }
         guard fingerprint == registry.fingerprint else {
             throw FleetError.workerStartFailed(
@@ -141,10 +141,11 @@ protocol DispatchingBackend: RemoteBackend {
 
 extension DispatchingBackend {
     func beginShutdown(_ policy: ShutdownPolicy) {
-        carryOut(box.withState { state in
-            box.changed.broadcast()
-            return state.shutdown(policy)
-        })
+        carryOut(
+            box.withState { state in
+                box.changed.broadcast()
+                return state.shutdown(policy)
+            })
     }
 
     func onTermination(_ callback: @escaping @Sendable () -> Void) { box.onTermination(callback) }

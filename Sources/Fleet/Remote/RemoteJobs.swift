@@ -45,10 +45,14 @@ func encodePayload<I: Encodable>(_ inputs: [I], arena: SharedArena?, external: B
 /// its worker: `make` builds the job for a range of the items (the part
 /// before, the culprit alone, the part after). The inputs were encoded once
 /// already, so encoding a part cannot fail.
-func splitBatch<J>(count: Int, at offset: Int, _ make: (Range<Int>) throws -> J) -> (before: J?, culprit: J, after: J?, parts: Int) {
+func splitBatch<J>(count: Int, at offset: Int, _ make: (Range<Int>) throws -> J) -> (
+    before: J?, culprit: J, after: J?, parts: Int
+) {
     let k = min(max(offset, 0), count - 1)
     func part(_ range: Range<Int>) -> J? { range.isEmpty ? nil : try? make(range) }
-    let before = part(0..<k), culprit = part(k..<k + 1)!, after = part(k + 1..<count)
+    let before = part(0..<k)
+    let culprit = part(k..<k + 1)!
+    let after = part(k + 1..<count)
     return (before, culprit, after, 1 + (before == nil ? 0 : 1) + (after == nil ? 0 : 1))
 }
 
@@ -74,7 +78,8 @@ protocol RemoteBatchMaker<T, R>: Sendable {
     associatedtype T: Sendable
     associatedtype R: Sendable
     func runHere(_ items: [T], start: Int, mode: ErrorMode, token: CancellationToken?) -> BatchOutput<R>
-    func makeJob(core: MapCore<R>, start: Int, items: [T], timeout: Duration?, context: RemoteContext) throws -> any RemoteJob
+    func makeJob(core: MapCore<R>, start: Int, items: [T], timeout: Duration?, context: RemoteContext) throws
+        -> any RemoteJob
 }
 
 @usableFromInline
@@ -93,10 +98,13 @@ struct RemoteMapping<I: Codable & Sendable, O: Codable & Sendable>: RemoteBatchM
     }
 
     @usableFromInline
-    func makeJob(core: MapCore<O>, start: Int, items: [I], timeout: Duration?, context: RemoteContext) throws -> any RemoteJob {
-        try RemoteBatchJob(core: core, start: start, items: items, mapping: self,
-                           taskID: context.registry.id(of: task), timeout: timeout, arena: context.arena,
-                           external: context.referencesBigArrays)
+    func makeJob(core: MapCore<O>, start: Int, items: [I], timeout: Duration?, context: RemoteContext) throws
+        -> any RemoteJob
+    {
+        try RemoteBatchJob(
+            core: core, start: start, items: items, mapping: self,
+            taskID: context.registry.id(of: task), timeout: timeout, arena: context.arena,
+            external: context.referencesBigArrays)
     }
 }
 
@@ -112,8 +120,10 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     let timeout: Duration?
     let payload: WireBuffer
 
-    init(core: MapCore<O>, start: Int, items: [I], mapping: RemoteMapping<I, O>, taskID: Int,
-         timeout: Duration?, arena: SharedArena?, external: Bool = false) throws {
+    init(
+        core: MapCore<O>, start: Int, items: [I], mapping: RemoteMapping<I, O>, taskID: Int,
+        timeout: Duration?, arena: SharedArena?, external: Bool = false
+    ) throws {
         self.core = core
         self.start = start
         self.items = items
@@ -153,9 +163,10 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     func split(at offset: Int) -> (before: (any RemoteJob)?, culprit: any RemoteJob, after: (any RemoteJob)?) {
         guard items.count > 1 else { return (nil, self, nil) }
         let cut = splitBatch(count: items.count, at: offset) { range in
-            try RemoteBatchJob(core: core, start: start + range.lowerBound, items: Array(items[range]), mapping: mapping,
-                               taskID: taskID, timeout: timeout, arena: payload.arena,
-                               external: payload.allowsExternal)
+            try RemoteBatchJob(
+                core: core, start: start + range.lowerBound, items: Array(items[range]), mapping: mapping,
+                taskID: taskID, timeout: timeout, arena: payload.arena,
+                external: payload.allowsExternal)
         }
         core.split(into: cut.parts)
         return (cut.before, cut.culprit, cut.after)
@@ -171,7 +182,8 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
 }
 
 /// One submitted call of a remote task: its future's state and its job.
-final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureState<O>, RemoteJob, @unchecked Sendable {
+final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureState<O>, RemoteJob, @unchecked Sendable
+{
     // Safe: `begun` is read and written only under the backend's lock (or,
     // on serial and threads, by the one worker running the job); everything
     // else is immutable.
@@ -183,7 +195,9 @@ final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureS
     let payload: WireBuffer
     private var begun = false
 
-    init(task: RemoteTask<I, O>, input: I, taskID: Int, timeout: Duration?, retries: Int?, context: RemoteContext?) throws {
+    init(task: RemoteTask<I, O>, input: I, taskID: Int, timeout: Duration?, retries: Int?, context: RemoteContext?)
+        throws
+    {
         self.task = task
         self.input = input
         self.taskID = taskID

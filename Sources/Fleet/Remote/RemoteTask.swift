@@ -74,7 +74,8 @@ extension RemoteTask: RemoteTaskDeclaration, RemoteServable {
         do {
             inputs = try JSONDecoder().decode([Input].self, from: jsonInputs)
         } catch {
-            throw FleetError.invalidArgument("the inputs are not a JSON array of \(String(reflecting: Input.self)): \(error)")
+            throw FleetError.invalidArgument(
+                "the inputs are not a JSON array of \(String(reflecting: Input.self)): \(error)")
         }
         return try await pool.map(inputs, self).count
     }

@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -45,7 +46,8 @@ public enum RemoteTasks {
         let registry = self.registry
         guard let id = registry.ids[name], let task = registry.tasks[id] as? any RemoteServable else {
             throw FleetError.invalidArgument(
-                "no remote task is named \"\(name)\"; registered: \(registry.tasks.map(\.name).joined(separator: ", "))")
+                "no remote task is named \"\(name)\"; registered: \(registry.tasks.map(\.name).joined(separator: ", "))"
+            )
         }
         return try await task.map(jsonInputs: inputs, on: pool)
     }
@@ -106,7 +108,8 @@ struct Registry: Sendable {
 
     /// Explains how a worker's task list differs from this one.
     func difference(from workerSignatures: [String]) -> String {
-        let mine = Set(signatures), theirs = Set(workerSignatures)
+        let mine = Set(signatures)
+        let theirs = Set(workerSignatures)
         var parts: [String] = []
         let missing = mine.subtracting(theirs).sorted()
         let extra = theirs.subtracting(mine).sorted()

@@ -24,8 +24,10 @@ protocol WorkerChannel {
     mutating func hasFrameAtHand() -> Bool
     /// Runs `body` over request `header`'s inputs: `rest` of its body, or
     /// where the flag says they are (shared memory, messages of their own).
-    mutating func withInputs<T>(_ header: FrameHeader, _ rest: inout WireReader,
-                                _ body: (inout WireReader) throws -> T) throws -> T
+    mutating func withInputs<T>(
+        _ header: FrameHeader, _ rest: inout WireReader,
+        _ body: (inout WireReader) throws -> T
+    ) throws -> T
     /// Whether the driver has cancelled request `seq`.
     func isCancelled(_ seq: UInt64) -> @Sendable () -> Bool
     /// Writes `out` to the driver (and ends the worker if it cannot).
@@ -48,7 +50,9 @@ enum ReplyHolding {
 }
 
 /// Serves requests from `channel` until it ends or says goodbye.
-func serveRequests<C: WorkerChannel>(_ channel: inout C, registry: Registry, hello: (WireBuffer) throws -> Void) -> Never {
+func serveRequests<C: WorkerChannel>(_ channel: inout C, registry: Registry, hello: (WireBuffer) throws -> Void)
+    -> Never
+{
     let out = WireBuffer(capacity: 1 << 16)
     out.allowsExternal = channel.sendsSegments
     try? hello(out)
@@ -73,8 +77,9 @@ func serveRequests<C: WorkerChannel>(_ channel: inout C, registry: Registry, hel
                 let (control, cancelled) = (channel.control, channel.isCancelled(header.seq))
                 control.begin(header.seq)
                 try channel.withInputs(header, &r) { inputs in
-                    try serveBatch(registry: registry, seq: header.seq, taskID: taskID, attempt: attempt, mode: mode,
-                                   inputs: &inputs, control: control, cancelled: cancelled, into: out)
+                    try serveBatch(
+                        registry: registry, seq: header.seq, taskID: taskID, attempt: attempt, mode: mode,
+                        inputs: &inputs, control: control, cancelled: cancelled, into: out)
                 }
                 let length = out.count - mark + out.externalBytes - externalMark
                 if length > channel.maxFrameBytes { throw FrameError.oversized(length, limit: channel.maxFrameBytes) }
@@ -86,7 +91,8 @@ func serveRequests<C: WorkerChannel>(_ channel: inout C, registry: Registry, hel
             }
             channel.control.finished = header.seq
             if out.count > ReplyHolding.maxHeldBytes || monotonicNanos() &- began > ReplyHolding.maxHeldNanos
-                || !channel.hasFrameAtHand() {
+                || !channel.hasFrameAtHand()
+            {
                 flush(out, to: channel)
             }
         case .shutdown:
@@ -114,8 +120,10 @@ private func fail<C: WorkerChannel>(_ message: String, _ out: WireBuffer, _ chan
 
 /// Runs request `seq`'s batch of task `taskID` over the encoded `inputs`
 /// and appends the reply frame to `out`.
-func serveBatch(registry: Registry, seq: UInt64, taskID: Int, attempt: Int, mode: ErrorMode, inputs r: inout WireReader,
-                control: WorkerControl, cancelled: @escaping @Sendable () -> Bool, into out: WireBuffer) throws {
+func serveBatch(
+    registry: Registry, seq: UInt64, taskID: Int, attempt: Int, mode: ErrorMode, inputs r: inout WireReader,
+    control: WorkerControl, cancelled: @escaping @Sendable () -> Bool, into out: WireBuffer
+) throws {
     guard taskID < registry.tasks.count, let task = registry.tasks[taskID] as? any RemoteServable else {
         throw WireError.corrupt("no task with id \(taskID)")
     }

@@ -82,7 +82,8 @@ extension Pool {
     }
 }
 
-private func mergeInOrder<Result>(_ results: [Result], _ merge: (inout Result, Result) throws -> Void) throws -> Result {
+private func mergeInOrder<Result>(_ results: [Result], _ merge: (inout Result, Result) throws -> Void) throws -> Result
+{
     var total = results[0]
     for r in results.dropFirst() { try merge(&total, r) }
     return total

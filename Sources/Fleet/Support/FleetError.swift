@@ -102,8 +102,10 @@ public enum WorkerExit: Sendable, Equatable, CustomStringConvertible {
 }
 
 func signalName(_ signal: Int32) -> String {
-    let names: [Int32: String] = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
-                                  7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE",
-                                  14: "SIGALRM", 15: "SIGTERM"]
+    let names: [Int32: String] = [
+        1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
+        7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE",
+        14: "SIGALRM", 15: "SIGTERM",
+    ]
     return names[signal] ?? "signal \(signal)"
 }

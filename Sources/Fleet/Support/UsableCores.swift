@@ -1,10 +1,11 @@
+import CFleetShims
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import Foundation
-import CFleetShims
 
 /// How many cores this process may use: the smaller of the scheduler
 /// affinity mask and the cgroup CPU quota (v2 `cpu.max`, or v1
@@ -36,13 +37,15 @@ public enum UsableCores {
         }
         for path in cgroupDirectories(membership) {
             if let text = try? String(contentsOfFile: "/sys/fs/cgroup\(path)/cpu.max", encoding: .utf8),
-               let cores = parseCPUMax(text) {
+                let cores = parseCPUMax(text)
+            {
                 return cores
             }
             let v1 = "/sys/fs/cgroup/cpu,cpuacct\(path)"
             if let q = try? String(contentsOfFile: v1 + "/cpu.cfs_quota_us", encoding: .utf8),
-               let p = try? String(contentsOfFile: v1 + "/cpu.cfs_period_us", encoding: .utf8),
-               let cores = parseCFS(quota: q, period: p) {
+                let p = try? String(contentsOfFile: v1 + "/cpu.cfs_period_us", encoding: .utf8),
+                let cores = parseCFS(quota: q, period: p)
+            {
                 return cores
             }
         }
@@ -76,7 +79,7 @@ public enum UsableCores {
     static func parseCPUMax(_ text: String) -> Int? {
         let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         guard fields.count >= 2, fields[0] != "max",
-              let quota = Double(fields[0]), let period = Double(fields[1]), quota > 0, period > 0
+            let quota = Double(fields[0]), let period = Double(fields[1]), quota > 0, period > 0
         else { return nil }
         return max(1, Int((quota / period).rounded(.up)))
     }
@@ -84,7 +87,7 @@ public enum UsableCores {
     /// Parses cgroup v1 quota and period files (a quota of -1 means none).
     static func parseCFS(quota: String, period: String) -> Int? {
         guard let q = Double(quota.trimmingCharacters(in: .whitespacesAndNewlines)),
-              let p = Double(period.trimmingCharacters(in: .whitespacesAndNewlines)), q > 0, p > 0
+            let p = Double(period.trimmingCharacters(in: .whitespacesAndNewlines)), q > 0, p > 0
         else { return nil }
         return max(1, Int((q / p).rounded(.up)))
     }

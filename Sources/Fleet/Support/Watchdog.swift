@@ -1,5 +1,6 @@
 import CFleetShims
 import HeapModule
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -83,19 +84,24 @@ func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) {
     final class Box: Sendable {
         let name: String
         let body: @Sendable () -> Void
-        init(_ name: String, _ body: @escaping @Sendable () -> Void) { self.name = name; self.body = body }
+        init(_ name: String, _ body: @escaping @Sendable () -> Void) {
+            self.name = name
+            self.body = body
+        }
     }
     let box = Unmanaged.passRetained(Box(name, body)).toOpaque()
     var attr = pthread_attr_t()
     pthread_attr_init(&attr)
     pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
     var tid = pthread_t()
-    let rc = pthread_create(&tid, &attr, { raw in
-        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-        _ = cfleet_set_thread_name(box.name)
-        box.body()
-        return nil
-    }, box)
+    let rc = pthread_create(
+        &tid, &attr,
+        { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            _ = cfleet_set_thread_name(box.name)
+            box.body()
+            return nil
+        }, box)
     pthread_attr_destroy(&attr)
     precondition(rc == 0, "pthread_create failed with \(rc)")
 }

@@ -206,7 +206,9 @@ struct WireReader {
 
     @inlinable
     mutating func read<T: FixedWidthInteger>(_: T.Type = T.self) throws -> T {
-        guard remaining >= MemoryLayout<T>.size else { throw WireError.truncated(needed: MemoryLayout<T>.size, left: remaining) }
+        guard remaining >= MemoryLayout<T>.size else {
+            throw WireError.truncated(needed: MemoryLayout<T>.size, left: remaining)
+        }
         let v = base.loadUnaligned(fromByteOffset: offset, as: T.self)
         offset += MemoryLayout<T>.size
         return T(littleEndian: v)
@@ -233,7 +235,9 @@ struct WireReader {
     mutating func readString() throws -> String {
         let n = Int(try read(UInt32.self))
         let raw = try readBytes(n)
-        guard let s = String(validating: raw, as: UTF8.self) else { throw WireError.corrupt("a string is not valid UTF-8") }
+        guard let s = String(validating: raw, as: UTF8.self) else {
+            throw WireError.corrupt("a string is not valid UTF-8")
+        }
         return s
     }
 }

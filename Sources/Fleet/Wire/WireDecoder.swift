@@ -56,7 +56,8 @@ struct WireSingleDecoder: SingleValueDecodingContainer {
 
     func decodeNil() -> Bool {
         guard decoder.reader.remaining >= 1,
-              decoder.reader.base.load(fromByteOffset: decoder.reader.offset, as: UInt8.self) == 0 else { return false }
+            decoder.reader.base.load(fromByteOffset: decoder.reader.offset, as: UInt8.self) == 0
+        else { return false }
         decoder.reader.offset += 1
         return true
     }
@@ -83,7 +84,8 @@ final class WireUnkeyedDecoder: UnkeyedDecodingContainer {
 
     func decodeNil() throws -> Bool {
         guard currentIndex < count!, decoder.reader.remaining >= 1,
-              decoder.reader.base.load(fromByteOffset: decoder.reader.offset, as: UInt8.self) == 0 else { return false }
+            decoder.reader.base.load(fromByteOffset: decoder.reader.offset, as: UInt8.self) == 0
+        else { return false }
         decoder.reader.offset += 1
         currentIndex += 1
         return true
@@ -94,7 +96,8 @@ final class WireUnkeyedDecoder: UnkeyedDecodingContainer {
         return try decoder.decodeValue(T.self)
     }
 
-    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey>
+    {
         try next()
         return try decoder.container(keyedBy: type)
     }
@@ -143,7 +146,8 @@ final class WireKeyedDecoder<Key: CodingKey>: KeyedDecodingContainerProtocol {
 
     private func value(_ key: Key) throws -> UnsafeRawBufferPointer {
         guard let bytes = find(key) else {
-            throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "no value for \"\(key.stringValue)\""))
+            throw DecodingError.keyNotFound(
+                key, .init(codingPath: codingPath, debugDescription: "no value for \"\(key.stringValue)\""))
         }
         return bytes
     }
@@ -160,7 +164,9 @@ final class WireKeyedDecoder<Key: CodingKey>: KeyedDecodingContainerProtocol {
         return result
     }
 
-    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
+    func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws
+        -> KeyedDecodingContainer<NestedKey>
+    {
         try decoder.nested(try value(key)).container(keyedBy: type)
     }
 

@@ -212,7 +212,9 @@ final class WireKeyedEncoder<Key: CodingKey>: WireCountingContainer, KeyedEncodi
         if let value { try encode(value, forKey: key) }
     }
 
-    func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+    func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key)
+        -> KeyedEncodingContainer<NestedKey>
+    {
         let slot = beginEntry(key)
         defer { endEntry(slot) }
         return KeyedEncodingContainer(WireKeyedEncoder<NestedKey>(encoder, enclosing: enclosing + [slot]))

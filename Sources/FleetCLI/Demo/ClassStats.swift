@@ -1,5 +1,5 @@
-import Foundation
 import Fleet
+import Foundation
 
 /// The statistics of a group of masks: pixels of each class, images that
 /// contain each class, and per class, how many masks have it at each pixel.
@@ -33,7 +33,9 @@ struct GroupStats: Codable, Sendable {
                 for p in 0..<n {
                     let c = Int(px[p])
                     guard c < maskClasses.count else {
-                        throw DemoError("\(path): pixel \(p % width),\(p / width) is \(c), not a class (0-\(maskClasses.count - 1))")
+                        throw DemoError(
+                            "\(path): pixel \(p % width),\(p / width) is \(c), not a class (0-\(maskClasses.count - 1))"
+                        )
                     }
                     counts[c] += 1
                     heat[c &* n &+ p] &+= 1

@@ -53,20 +53,28 @@ struct DemoCommand: AsyncParsableCommand {
 
     private func analyse(on pool: Pool) async throws {
         let files = try await dataset(pool)
-        print("Analysing \(files.count) masks on \(pool.kind) with \(pool.workerCount) worker\(pool.workerCount == 1 ? "" : "s").")
+        print(
+            "Analysing \(files.count) masks on \(pool.kind) with \(pool.workerCount) worker\(pool.workerCount == 1 ? "" : "s")."
+        )
         let started = ContinuousClock.now
         let bar = ProgressBar(label: "masks")
         // Groups of masks, two in flight per worker: a group's statistics
         // are 16-bit counts, 10 classes a pixel (25 MiB at full size), so
         // memory stays bounded whatever the data set's size.
         let groupSize = max(1, min(25, files.count / (4 * pool.workerCount)))
-        let groups = stride(from: 0, to: files.count, by: groupSize).map { Array(files[$0..<min($0 + groupSize, files.count)]) }
+        let groups = stride(from: 0, to: files.count, by: groupSize).map {
+            Array(files[$0..<min($0 + groupSize, files.count)])
+        }
         let stats = try await pool.reduce(
             groups, into: DatasetStats(), DemoTasks.analyze,
-            options: MapOptions(window: 2 * pool.workerCount, batchSize: 1, progress: { s in
-                bar.report(ProgressSnapshot(submitted: s.submitted * groupSize, completed: min(s.completed * groupSize, files.count),
-                                            failed: s.failed, total: files.count, elapsed: s.elapsed, isFinished: s.isFinished))
-            })
+            options: MapOptions(
+                window: 2 * pool.workerCount, batchSize: 1,
+                progress: { s in
+                    bar.report(
+                        ProgressSnapshot(
+                            submitted: s.submitted * groupSize, completed: min(s.completed * groupSize, files.count),
+                            failed: s.failed, total: files.count, elapsed: s.elapsed, isFinished: s.isFinished))
+                })
         ) { try $0.merge($1) }
         let seconds = (ContinuousClock.now - started).seconds
         try report(stats, seconds: seconds, pool: pool)
@@ -85,7 +93,8 @@ struct DemoCommand: AsyncParsableCommand {
             guard !files.isEmpty else { throw DemoError("--data \(data) holds no .png files") }
             return files.map { data + "/" + $0 }
         }
-        let home = ProcessInfo.processInfo.environment["XDG_CACHE_HOME"]
+        let home =
+            ProcessInfo.processInfo.environment["XDG_CACHE_HOME"]
             ?? (NSHomeDirectory() + "/.cache")
         let dir = cache ?? home + "/fleet/demo-masks"
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -97,7 +106,8 @@ struct DemoCommand: AsyncParsableCommand {
                 GenerateJob(directory: dir, indices: Array(missing[$0..<min($0 + 10, missing.count)]))
             }
             let written = try await pool.reduce(
-                jobs, into: 0, DemoTasks.generate, options: MapOptions(batchSize: 1, progress: bar.report)) { $0 += $1 }
+                jobs, into: 0, DemoTasks.generate, options: MapOptions(batchSize: 1, progress: bar.report)
+            ) { $0 += $1 }
             guard written == missing.count else { throw DemoError("wrote \(written) of \(missing.count) masks") }
         }
         return (0..<count).map { maskPath(dir, $0) }
@@ -107,21 +117,27 @@ struct DemoCommand: AsyncParsableCommand {
         let total = stats.pixels.reduce(0, +)
         let header = ["class", "id", "pixels", "share", "in images"]
         let rows = maskClasses.indices.map { c in
-            [maskClasses[c], "\(c)", "\(stats.pixels[c])",
-             String(format: "%.3f%%", total > 0 ? Double(stats.pixels[c]) / Double(total) * 100 : 0),
-             String(format: "%d (%.1f%%)", stats.imagesWith[c], Double(stats.imagesWith[c]) / Double(max(stats.images, 1)) * 100)]
+            [
+                maskClasses[c], "\(c)", "\(stats.pixels[c])",
+                String(format: "%.3f%%", total > 0 ? Double(stats.pixels[c]) / Double(total) * 100 : 0),
+                String(
+                    format: "%d (%.1f%%)", stats.imagesWith[c],
+                    Double(stats.imagesWith[c]) / Double(max(stats.images, 1)) * 100),
+            ]
         }
         print()
         print(renderGrid(header, rows, rightAligned: 1...4, markdown: false))
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         for c in maskClasses.indices {
-            try stats.heatMap(c).write(to: "\(out)/heat-\(c)-\(maskClasses[c].replacingOccurrences(of: " ", with: "-")).png")
+            try stats.heatMap(c).write(
+                to: "\(out)/heat-\(c)-\(maskClasses[c].replacingOccurrences(of: " ", with: "-")).png")
         }
         let summary = DemoSummary(
             images: stats.images, width: stats.width, height: stats.height,
             classes: maskClasses.indices.map {
-                .init(id: $0, name: maskClasses[$0], pixels: stats.pixels[$0],
-                      share: total > 0 ? Double(stats.pixels[$0]) / Double(total) : 0, imagesWith: stats.imagesWith[$0])
+                .init(
+                    id: $0, name: maskClasses[$0], pixels: stats.pixels[$0],
+                    share: total > 0 ? Double(stats.pixels[$0]) / Double(total) : 0, imagesWith: stats.imagesWith[$0])
             },
             backend: pool.kind.rawValue, workers: pool.workerCount, seconds: seconds)
         let encoder = JSONEncoder()
@@ -129,9 +145,11 @@ struct DemoCommand: AsyncParsableCommand {
         try encoder.encode(summary).write(to: URL(fileURLWithPath: out + "/summary.json"))
         print()
         let plural = pool.workerCount == 1 ? "" : "s"
-        print(String(format: "%d masks (%d x %d) in %.2f s on %@ with %d worker%@: %.0f masks/s.", stats.images,
-                     stats.width, stats.height, seconds, pool.kind.rawValue, pool.workerCount, plural,
-                     Double(stats.images) / seconds))
+        print(
+            String(
+                format: "%d masks (%d x %d) in %.2f s on %@ with %d worker%@: %.0f masks/s.", stats.images,
+                stats.width, stats.height, seconds, pool.kind.rawValue, pool.workerCount, plural,
+                Double(stats.images) / seconds))
         print("Heat maps and summary.json are in \(out)/.")
     }
 }

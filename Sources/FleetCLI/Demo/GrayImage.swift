@@ -18,7 +18,8 @@ struct GrayImage: Sendable {
     /// is an error naming it.
     init(contentsOf path: String) throws {
         var raw: UnsafeMutablePointer<UInt8>?
-        var w: Int32 = 0, h: Int32 = 0
+        var w: Int32 = 0
+        var h: Int32 = 0
         var message = [CChar](repeating: 0, count: 512)
         guard cfleet_png_read_gray8(path, &raw, &w, &h, &message, message.count) == 0, let raw else {
             throw DemoError("cannot read \(path): \(cMessage(message))")

@@ -1,7 +1,9 @@
 /// The classes of the demo's segmentation masks; a pixel's value is its
 /// class's index.
-let maskClasses = ["void", "road", "lane marks", "curb", "person", "rider", "vehicles", "bicycle", "motorcycle",
-                   "traffic sign"]
+let maskClasses = [
+    "void", "road", "lane marks", "curb", "person", "rider", "vehicles", "bicycle", "motorcycle",
+    "traffic sign",
+]
 let maskWidth = 1280
 let maskHeight = 966
 
@@ -21,7 +23,8 @@ func makeMask(_ index: Int) -> GrayImage {
     func fill(_ cls: UInt8, rows: ClosedRange<Int>, _ span: (Int) -> ClosedRange<Int>?) {
         for y in max(rows.lowerBound, 0)...min(rows.upperBound, h - 1) {
             guard let xs = span(y) else { continue }
-            let lo = max(xs.lowerBound, 0), hi = min(xs.upperBound, w - 1)
+            let lo = max(xs.lowerBound, 0)
+            let hi = min(xs.upperBound, w - 1)
             if lo <= hi { for x in lo...hi { px[y * w + x] = cls } }
         }
     }
@@ -33,7 +36,8 @@ func makeMask(_ index: Int) -> GrayImage {
     }
     for side in [-1.0, 1.0] {
         fill(3, rows: horizon...h - 1) { y in
-            let hw = roadHalfWidth(y), band = max(2.0, hw * 0.04)
+            let hw = roadHalfWidth(y)
+            let band = max(2.0, hw * 0.04)
             let edge = Double(vanish) + side * hw
             return side < 0 ? Int(edge - band)...Int(edge) : Int(edge)...Int(edge + band)
         }
@@ -42,7 +46,8 @@ func makeMask(_ index: Int) -> GrayImage {
     for lane in [-0.33, 0.0, 0.33] where lane == 0 || rng.unit() < 0.6 {
         fill(2, rows: horizon + 5...h - 1) { y in
             guard (y / dash) % 2 == 0 else { return nil }
-            let hw = roadHalfWidth(y), half = max(1.0, hw * 0.012)
+            let hw = roadHalfWidth(y)
+            let half = max(1.0, hw * 0.012)
             let x = Double(vanish) + lane * hw
             return Int(x - half)...Int(x + half)
         }
@@ -67,7 +72,8 @@ func makeMask(_ index: Int) -> GrayImage {
     }
     func nearCurb() -> (x: Int, y: Int, scale: Double) {
         let y = horizon + 20 + rng.int(0...(h - horizon - 40))
-        let hw = roadHalfWidth(y), side = rng.unit() < 0.5 ? -1.0 : 1.0
+        let hw = roadHalfWidth(y)
+        let side = rng.unit() < 0.5 ? -1.0 : 1.0
         return (vanish + Int(side * hw * (1.02 + rng.unit() * 0.15)), y, Double(y - horizon) / Double(h - horizon))
     }
     for _ in 0..<rng.int(0...4) {

@@ -38,7 +38,7 @@ struct FrameHeader: Equatable {
     func write(into buffer: WireBuffer) {
         buffer.append(length)
         buffer.append(kind.rawValue)
-        buffer.append(UInt8(shared ? 1 : 0))   // flags
+        buffer.append(UInt8(shared ? 1 : 0))  // flags
         buffer.append(UInt16(0))  // reserved
         buffer.append(seq)
     }
@@ -50,7 +50,9 @@ struct FrameHeader: Equatable {
         let flags = try r.read(UInt8.self)
         let reserved = try r.read(UInt16.self)
         let seq = try r.read(UInt64.self)
-        guard let kind = FrameKind(rawValue: rawKind) else { throw FrameError.malformed("unknown frame kind \(rawKind)") }
+        guard let kind = FrameKind(rawValue: rawKind) else {
+            throw FrameError.malformed("unknown frame kind \(rawKind)")
+        }
         guard flags & ~1 == 0, reserved == 0, flags == 0 || kind == .request else {
             throw FrameError.malformed("reserved header bits set")
         }
@@ -120,8 +122,9 @@ final class FrameReader {
             end = 0
         }
         guard try fill(FrameHeader.size, eofOK: true) else { return nil }
-        let header = try FrameHeader.parse(UnsafeRawBufferPointer(start: storage + start, count: FrameHeader.size),
-                                           maxLength: maxLength)
+        let header = try FrameHeader.parse(
+            UnsafeRawBufferPointer(start: storage + start, count: FrameHeader.size),
+            maxLength: maxLength)
         let total = FrameHeader.size + Int(header.length)
         guard try fill(total, eofOK: false) else { throw FrameError.truncated }
         let body = UnsafeRawBufferPointer(start: storage + start + FrameHeader.size, count: Int(header.length))

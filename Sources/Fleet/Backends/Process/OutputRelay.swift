@@ -1,4 +1,5 @@
 import CFleetShims
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -53,8 +53,10 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
         // A write to a worker that has just died must fail with EPIPE (its
         // reader then handles the death), not kill the driver.
         signal(SIGPIPE, SIG_IGN)
-        box = DispatchBox(.init(workers: workers, retries: options.retries, recycleAfter: options.recycleAfter,
-                                replaceable: true, bigMayWaitBehindOne: false))
+        box = DispatchBox(
+            .init(
+                workers: workers, retries: options.retries, recycleAfter: options.recycleAfter,
+                replaceable: true, bigMayWaitBehindOne: false))
         links = Array(repeating: nil, count: workers)
         relay = OutputRelay(name: "\(name)-out")
         // Without shared memory, big payloads go through the pipes.
@@ -70,17 +72,19 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
         let remote = try remoteJob(job, place: "in worker processes")
         if remote.payload.count + FrameHeader.size + requestHeadBytes > options.maxFrameBytes {
             throw FleetError.invalidArgument(
-                "the inputs of one request take \(remote.payload.count) bytes, over maxFrameBytes (\(options.maxFrameBytes))")
+                "the inputs of one request take \(remote.payload.count) bytes, over maxFrameBytes (\(options.maxFrameBytes))"
+            )
         }
         carryOut(try box.withState { try $0.enqueue(RemoteWork(job: remote), assign: true) })
     }
 
     /// A request's time-out fired.
     private func timeUp(_ w: Int, seq: UInt64) {
-        carryOut(box.withState { state in
-            timers[seq] = nil
-            return state.timeUp(w, seq: seq)
-        })
+        carryOut(
+            box.withState { state in
+                timers[seq] = nil
+                return state.timeUp(w, seq: seq)
+            })
     }
 
     /// Tells the workers running requests of `token`'s operation that they
@@ -161,13 +165,15 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
             do {
                 link = try WorkerLink.spawn(
                     executable: executable,
-                    spec: WorkerSpec(version: Int(wireProtocolVersion), parent: getpid(), maxFrameBytes: options.maxFrameBytes),
+                    spec: WorkerSpec(
+                        version: Int(wireProtocolVersion), parent: getpid(), maxFrameBytes: options.maxFrameBytes),
                     environment: options.environment, arena: context.arena, relay: relay,
                     label: { "worker \(w) pid \($0)" })
             } catch {
-                carryOut(box.withState {
-                    $0.startFailed(w, error as? FleetError ?? .workerStartFailed("\(error)"), retryable: false)
-                })
+                carryOut(
+                    box.withState {
+                        $0.startFailed(w, error as? FleetError ?? .workerStartFailed("\(error)"), retryable: false)
+                    })
                 break
             }
             let reader = link.replies(maxLength: options.maxFrameBytes)
@@ -175,7 +181,8 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
                 try handshake(link, reader)
                 if let initializer = options.initializer {
                     do { try initialize(link, reader, initializer) } catch {
-                        throw FleetError.workerStartFailed("the worker initializer \"\(initializer.name)\" failed: \(error)")
+                        throw FleetError.workerStartFailed(
+                            "the worker initializer \"\(initializer.name)\" failed: \(error)")
                     }
                 }
             } catch {
@@ -183,29 +190,36 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
                 let exit = link.reap()
                 // A crash or silence before the handshake may be passing; a
                 // worker that answers wrongly will answer wrongly again.
-                let failure: (FleetError, Bool) = switch error {
-                case FleetError.workerStartFailed(let why): (.workerStartFailed(why), false)
-                default: (.workerStartFailed(
-                    "\(executable) \(exit) before the handshake: does its main call RemoteTasks.bootstrap first? (\(error))"),
-                          true)
-                }
+                let failure: (FleetError, Bool) =
+                    switch error {
+                    case FleetError.workerStartFailed(let why): (.workerStartFailed(why), false)
+                    default:
+                        (
+                            .workerStartFailed(
+                                "\(executable) \(exit) before the handshake: does its main call RemoteTasks.bootstrap first? (\(error))"
+                            ),
+                            true
+                        )
+                    }
                 carryOut(box.withState { $0.startFailed(w, failure.0, retryable: failure.1) })
                 continue
             }
-            carryOut(box.withState { state in
-                links[w] = link
-                box.changed.broadcast()
-                return state.ready(w)
-            })
+            carryOut(
+                box.withState { state in
+                    links[w] = link
+                    box.changed.broadcast()
+                    return state.ready(w)
+                })
             serve(w, link, reader)
             box.withState { _ in links[w] = nil }
             let death = link.death()
-            carryOut(box.withState { state in
-                for entry in state.inFlight(w) {
-                    if let timer = timers.removeValue(forKey: entry.seq) { _ = Watchdog.shared.cancel(timer) }
-                }
-                return state.exited(w, death)
-            })
+            carryOut(
+                box.withState { state in
+                    for entry in state.inFlight(w) {
+                        if let timer = timers.removeValue(forKey: entry.seq) { _ = Watchdog.shared.cancel(timer) }
+                    }
+                    return state.exited(w, death)
+                })
         }
     }
 
@@ -231,7 +245,8 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
     /// Runs the pool's initializer in a new worker and waits for it.
     private func initialize(_ link: WorkerLink, _ reader: FrameReader, _ initializer: WorkerInitializer) throws {
         guard let id = registry.ids[initializer.name], registry.typeIdentity(id) == initializer.types else {
-            throw FleetError.notRemote("remote task \"\(initializer.name)\" is not registered: list it in RemoteTasks.bootstrap")
+            throw FleetError.notRemote(
+                "remote task \"\(initializer.name)\" is not registered: list it in RemoteTasks.bootstrap")
         }
         let out = WireBuffer()
         try appendFrame(.initialize, seq: 0, to: out) { b in
@@ -283,15 +298,18 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
                     carryOut(effects)
                     do { try work.job.deliver(&r, nanos: nanos) } catch {
                         work.job.fail(FleetError.protocolViolation("bad reply from worker pid \(link.pid): \(error)"))
-                        carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): bad reply: \(error)", settled: true) })
+                        carryOut(
+                            box.withState { $0.fault(w, "worker pid \(link.pid): bad reply: \(error)", settled: true) })
                         return
                     }
                 case .late(let effects):
                     carryOut(effects)
                 case .unexpected:
-                    carryOut(box.withState {
-                        $0.fault(w, "worker pid \(link.pid): a reply to request \(header.seq), which is not in flight")
-                    })
+                    carryOut(
+                        box.withState {
+                            $0.fault(
+                                w, "worker pid \(link.pid): a reply to request \(header.seq), which is not in flight")
+                        })
                     return
                 }
             case .fatal:
@@ -299,7 +317,10 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
                 let message = (try? r.readString()) ?? "unreadable message"
                 carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): \(message)") })
             default:
-                carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): unexpected \(header.kind) frame from a worker") })
+                carryOut(
+                    box.withState {
+                        $0.fault(w, "worker pid \(link.pid): unexpected \(header.kind) frame from a worker")
+                    })
                 return
             }
         }

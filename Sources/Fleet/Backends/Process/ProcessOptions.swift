@@ -25,9 +25,11 @@ public struct ProcessOptions: Sendable {
     public var initializer: WorkerInitializer?
 
     /// Options for a processes pool; every argument has a sensible default.
-    public init(workerExecutable: String? = nil, retries: Int = 0, recycleAfter: Int? = nil,
-                environment: [String: String] = [:], maxFrameBytes: Int = 1 << 30,
-                startTimeout: Duration = .seconds(30), initializer: WorkerInitializer? = nil) {
+    public init(
+        workerExecutable: String? = nil, retries: Int = 0, recycleAfter: Int? = nil,
+        environment: [String: String] = [:], maxFrameBytes: Int = 1 << 30,
+        startTimeout: Duration = .seconds(30), initializer: WorkerInitializer? = nil
+    ) {
         self.initializer = initializer
         self.workerExecutable = workerExecutable
         self.retries = retries

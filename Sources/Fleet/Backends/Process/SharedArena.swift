@@ -1,4 +1,5 @@
 import CFleetShims
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -32,7 +33,8 @@ final class SharedArena: @unchecked Sendable {
         fd = cfleet_memfd("fleet-arena")
         guard fd >= 0 else { throw FleetError.workerStartFailed("memfd_create: \(String(cString: strerror(errno)))") }
         guard let p = mmap(nil, Self.reserved, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0),
-              p != MAP_FAILED else {
+            p != MAP_FAILED
+        else {
             close(fd)
             throw FleetError.workerStartFailed("mmap of the shared arena: \(String(cString: strerror(errno)))")
         }
@@ -51,7 +53,11 @@ final class SharedArena: @unchecked Sendable {
         defer { mutex.unlock() }
         if let i = free.firstIndex(where: { $0.length >= length }) {
             let range = free[i]
-            if range.length == length { free.remove(at: i) } else { free[i] = (range.offset + length, range.length - length) }
+            if range.length == length {
+                free.remove(at: i)
+            } else {
+                free[i] = (range.offset + length, range.length - length)
+            }
             return (range.offset, length)
         }
         guard end + length <= Self.reserved else { return nil }
@@ -96,7 +102,8 @@ struct ArenaView {
 
     init(inherited fd: Int32) throws {
         self.fd = fd
-        guard let p = mmap(nil, SharedArena.reserved, PROT_READ, MAP_SHARED | MAP_NORESERVE, fd, 0), p != MAP_FAILED else {
+        guard let p = mmap(nil, SharedArena.reserved, PROT_READ, MAP_SHARED | MAP_NORESERVE, fd, 0), p != MAP_FAILED
+        else {
             throw FleetError.protocolViolation("cannot map the shared arena")
         }
         base = UnsafeRawPointer(p)

@@ -1,4 +1,5 @@
 import CFleetShims
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -51,8 +52,10 @@ final class WorkerLink: @unchecked Sendable {
         guard pidFD >= 0 else { return FrameReader(fd: replyFD, maxLength: maxLength) }
         let (reply, pidFD) = (replyFD, pidFD)
         return FrameReader(fd: replyFD, maxLength: maxLength) {
-            var fds = [pollfd(fd: reply, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0)]
+            var fds = [
+                pollfd(fd: reply, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: pidFD, events: Int16(POLLIN), revents: 0),
+            ]
             while poll(&fds, 2, -1) < 0 && errno == EINTR {}
             // Bytes the worker wrote before it exited are in the pipe by
             // now, so an exited worker with nothing to read is done.
@@ -69,8 +72,10 @@ final class WorkerLink: @unchecked Sendable {
 
     /// Starts a worker running `executable`. Its output pipe's read end is
     /// handed to `relay`, labelled with `label(pid)`.
-    static func spawn(executable: String, spec: WorkerSpec, environment: [String: String], arena: SharedArena?,
-                      relay: OutputRelay, label: (Int32) -> String) throws -> WorkerLink {
+    static func spawn(
+        executable: String, spec: WorkerSpec, environment: [String: String], arena: SharedArena?,
+        relay: OutputRelay, label: (Int32) -> String
+    ) throws -> WorkerLink {
         let control = try WorkerControl()
         var fds: [[Int32]] = []
         defer { for pair in fds { for fd in pair where fd >= 0 { close(fd) } } }
@@ -111,7 +116,8 @@ final class WorkerLink: @unchecked Sendable {
         guard rc == 0 else {
             throw FleetError.workerStartFailed("cannot run \(executable): \(String(cString: strerror(rc)))")
         }
-        let link = WorkerLink(pid: pid, requestFD: request[1], replyFD: reply[0], lifelineFD: lifeline[1], control: control)
+        let link = WorkerLink(
+            pid: pid, requestFD: request[1], replyFD: reply[0], lifelineFD: lifeline[1], control: control)
         relay.add(output[0], label: label(pid))
         // The link and the relay own these now; close the child's ends.
         fds = [[request[0], reply[1], lifeline[0], output[1]]]
@@ -144,7 +150,8 @@ final class WorkerLink: @unchecked Sendable {
         // worker is reaped, while its pid (the group's id) cannot be reused.
         if reaped == nil { _ = Glibc.kill(-pid, SIGKILL) }
         let exit = reap()
-        return WorkerDeath(pid: pid, exit: exit, began: control.began, finished: control.finished, item: control.current)
+        return WorkerDeath(
+            pid: pid, exit: exit, began: control.began, finished: control.finished, item: control.current)
     }
 }
 

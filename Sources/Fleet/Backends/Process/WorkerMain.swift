@@ -1,4 +1,5 @@
 import CFleetShims
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -74,14 +75,16 @@ struct WorkerMain {
             writeStderr("fleet worker: \(error)\n")
             exit(WorkerStatus.protocolFault)
         }
-        var channel = PipeChannel(control: control, reader: FrameReader(fd: WorkerSpec.requestFD, maxLength: spec.maxFrameBytes),
-                                  arena: try? ArenaView(inherited: WorkerSpec.arenaFD), maxFrameBytes: spec.maxFrameBytes)
+        var channel = PipeChannel(
+            control: control, reader: FrameReader(fd: WorkerSpec.requestFD, maxLength: spec.maxFrameBytes),
+            arena: try? ArenaView(inherited: WorkerSpec.arenaFD), maxFrameBytes: spec.maxFrameBytes)
         if spec.version != Int(wireProtocolVersion) {
             // The driver refuses the worker on its hello; the fatal frame says why here too.
             let out = WireBuffer()
             try? appendHello(registry, to: out)
             try? appendFrame(.fatal, seq: 0, to: out) {
-                $0.appendString("the driver speaks protocol version \(spec.version), this worker \(wireProtocolVersion)")
+                $0.appendString(
+                    "the driver speaks protocol version \(spec.version), this worker \(wireProtocolVersion)")
             }
             channel.send(out)
             exit(WorkerStatus.protocolFault)
@@ -113,11 +116,14 @@ struct PipeChannel: WorkerChannel {
 
     mutating func hasFrameAtHand() -> Bool { reader.hasBufferedFrame }
 
-    mutating func withInputs<T>(_ header: FrameHeader, _ rest: inout WireReader,
-                                _ body: (inout WireReader) throws -> T) throws -> T {
+    mutating func withInputs<T>(
+        _ header: FrameHeader, _ rest: inout WireReader,
+        _ body: (inout WireReader) throws -> T
+    ) throws -> T {
         guard header.shared else { return try body(&rest) }
         guard let arena else { throw WireError.corrupt("a shared payload, but no shared arena") }
-        let offset = try rest.read(UInt64.self), length = try rest.read(UInt64.self)
+        let offset = try rest.read(UInt64.self)
+        let length = try rest.read(UInt64.self)
         guard rest.isAtEnd else { throw WireError.corrupt("bytes after a shared payload's range") }
         var inputs = WireReader(try arena.bytes(offset: offset, length: length))
         return try body(&inputs)
