@@ -173,9 +173,16 @@ func slowMap() async throws {
         _ = FileManager.default.createFile(atPath: marker, contents: nil)
     }
     do {
-        let out = try await pool.map(
-            Array(repeating: 20, count: 3_000), TestTasks.sleep, options: MapOptions(batchSize: 1))
-        print("finished \(out.count)")
+        if CommandLine.arguments.dropFirst(3).first == "big" {
+            // Ranks busy sending big replies, so a cut finds them mid-send.
+            var count = 0
+            for try await _ in pool.mapUnordered(0..<100_000, TestTasks.megabyte) { count += 1 }
+            print("finished \(count)")
+        } else {
+            let out = try await pool.map(
+                Array(repeating: 20, count: 3_000), TestTasks.sleep, options: MapOptions(batchSize: 1))
+            print("finished \(out.count)")
+        }
     } catch {
         print("driver caught: \(error)")
     }

@@ -13,7 +13,8 @@ import Glibc
 //   executor     the executor API over the ranks
 //   die          a rank kills itself mid-map: the job must end, naming it
 //   end          the program ends without shutting its pool down
-//   slow FILE    a long map, for cutting a host off mid-run (FILE: made when it starts)
+//   slow FILE [big]  a long map, for cutting a host off mid-run (FILE: made when it starts;
+//                big: of 1 MiB results, so ranks are mid-send)
 //   hosts        prints each rank's host name
 // Built without the MPI trait, it says so and exits 2.
 

@@ -77,7 +77,10 @@ struct MPIClusterTests {
         }
     }
 
-    @Test func cuttingAHostOffEndsTheJobNamingTheLostRank() throws {
+    /// With `big`, the ranks are in the middle of sending 1 MiB replies when
+    /// the host is cut, so a blocking send could not complete.
+    @Test(arguments: [false, true])
+    func cuttingAHostOffEndsTheJobNamingTheLostRank(big: Bool) throws {
         try withTwoTestHosts { launch in
             let marker = temporaryPath("slow-started")
             try? FileManager.default.removeItem(atPath: marker)
@@ -103,11 +106,11 @@ struct MPIClusterTests {
                 }
             }
             cutter.start()
-            let run = try mpirun(4, "FleetMPIChecks", ["slow", marker], limit: 180, launch: launch)
+            let run = try mpirun(4, "FleetMPIChecks", ["slow", marker] + (big ? ["big"] : []), limit: 180, launch: launch)
             let after = cut.get().map { Date().timeIntervalSince($0) }
             #expect(after != nil, "the job never started: \(run.output)")
             #expect(!run.timedOut, "the job hung after its host was cut off: \(run.output)")
-            #expect(run.status != 0 && !run.output.contains("finished 3000"), "\(run.output)")
+            #expect(run.status != 0 && !run.output.contains("finished"), "\(run.output)")
             #expect(
                 run.output.range(of: #"MPI rank [23] on host fnode2 was lost"#, options: .regularExpression) != nil,
                 "\(run.output)")
