@@ -106,7 +106,8 @@ struct MPIClusterTests {
                 }
             }
             cutter.start()
-            let run = try mpirun(4, "FleetMPIChecks", ["slow", marker] + (big ? ["big"] : []), limit: 180, launch: launch)
+            let run = try mpirun(
+                4, "FleetMPIChecks", ["slow", marker] + (big ? ["big"] : []), limit: 180, launch: launch)
             let after = cut.get().map { Date().timeIntervalSince($0) }
             #expect(after != nil, "the job never started: \(run.output)")
             #expect(!run.timedOut, "the job hung after its host was cut off: \(run.output)")

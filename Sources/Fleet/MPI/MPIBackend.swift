@@ -240,7 +240,7 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
             // Whatever any event gave a rank since the last round.
             return (effects, cancels, state.takeOutboxes())
         }
-        carryOut(effects)
+        complete(effects)  // its sends are made here
         for (w, seq) in cancelNow + effects.cancel { try sendControl([ControlWord.cancel.rawValue, seq], to: w) }
         var sent = false
         for (w, requests, goodbye) in outboxes {
@@ -254,14 +254,21 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
     /// caller thread alike): completions, cancellation forwarding; MPI
     /// sends are queued for the driver thread.
     func carryOut(_ effects: Effects<RemoteWork>) {
-        for work in effects.skipped { work.job.skip() }
-        watchCancellation(effects) { [weak self] in self?.cancelRunning($0) }
         if !effects.cancel.isEmpty || !effects.flush.isEmpty {
+            // The driver thread sends them on its next round.
             box.withState { _ in
                 cancels += effects.cancel
                 box.changed.signal()
             }
         }
+        complete(effects)
+    }
+
+    /// Carries out what needs no MPI call: completions and cancellation
+    /// forwarding (any thread).
+    private func complete(_ effects: Effects<RemoteWork>) {
+        for work in effects.skipped { work.job.skip() }
+        if !effects.watch.isEmpty { watchCancellation(effects) { [weak self] in self?.cancelRunning($0) } }
         for (work, error) in effects.failed { work.job.fail(error) }
         for (work, reason) in effects.discarded { work.job.discard(reason) }
         if effects.finished { box.terminated() }

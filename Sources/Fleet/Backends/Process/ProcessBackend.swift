@@ -101,7 +101,7 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
         for work in effects.skipped { work.job.skip() }
         // An operation's cancellation reaches the workers running its
         // jobs through their control pages.
-        watchCancellation(effects) { [weak self] in self?.cancelRunning($0) }
+        if !effects.watch.isEmpty { watchCancellation(effects) { [weak self] in self?.cancelRunning($0) } }
         for w in effects.flush { flush(w) }
         if !effects.kill.isEmpty {
             let doomed = box.withState { _ in effects.kill.compactMap { links[$0] } }
