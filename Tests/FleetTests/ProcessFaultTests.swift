@@ -28,6 +28,7 @@ import Testing
                 }
             }
             defer { storm.cancel() }
+            let began = ContinuousClock.now
             var seen = [Int](repeating: 0, count: n)
             for try await (i, bytes) in pool.mapUnordered(0..<n, TestTasks.megabyte) {
                 let head = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
@@ -35,6 +36,9 @@ import Testing
                 seen[i] += 1
             }
             storm.cancel()
+            print(
+                "kill storm: \(n) results of 1 MiB, each once, in \(ContinuousClock.now - began) through \(kills.count) kills"
+            )
             #expect(seen.allSatisfy { $0 == 1 }, "every result exactly once")
             #expect(kills.count >= 3, "the storm should have killed workers (\(kills.count))")
         }
@@ -44,7 +48,11 @@ import Testing
         let path = NSTemporaryDirectory() + "fleet-close-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(path) }
         try await withProcessPool { pool in
+            let began = ContinuousClock.now
             let result = await (try pool.submit(TestTasks.closeChannel, path, retries: 2)).result
+            print(
+                "a task that breaks its channel, retries 2: ran \(runs(path)) times, failed after \(ContinuousClock.now - began)"
+            )
             guard case .failure(let error) = result, let death = (error as? FleetError)?.death else {
                 Issue.record("closeChannel should fail with workerDied, got \(result)")
                 return
@@ -74,6 +82,7 @@ import Testing
             let took = clock.now - began
             #expect((results[0].error?.underlying as? FleetError)?.death?.exit == .signaled(SIGABRT))
             #expect(took < .seconds(60), "the map took \(took): it waited for the task's child")
+            print("a task that leaves a child and aborts: its item failed after \(took)")
             #expect(await eventually(within: 10) { childGone(dir + "/a") }, "the task's child outlived its worker")
         }
         // The task starts `sleep 600 &` and hangs: `killRunning` ends both.
@@ -85,6 +94,7 @@ import Testing
         await pool.shutdown(.killRunning)
         let took = clock.now - began
         #expect(took < .seconds(60), "shutdown(.killRunning) took \(took)")
+        print("shutdown(.killRunning) of a task with a child: \(took)")
         #expect((await future.result).error as? FleetError == .cancelled)
         #expect(await eventually(within: 10) { childGone(dir + "/b") }, "the task's child outlived shutdown")
     }
