@@ -60,7 +60,10 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
     // Driver thread.
     private var sends = PendingSends()
     private let inbox = WireBuffer(capacity: 1 << 16)
+    /// Heartbeats taken while a big message arrives.
+    private let controlInbox = WireBuffer(capacity: 64)
     private var nextBeat: UInt64 = 0
+    private var nextTick: UInt64 = 0
     private var lastHeard: [UInt64]
 
     /// How often the driver thread checks heartbeats and deadlines.
@@ -111,18 +114,13 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
 
     private func drive() {
         var backoff = Backoff()
-        var nextTick: UInt64 = 0
         while true {
             var progressed = false
             do {
                 progressed = try receiveAll()
                 progressed = try dispatch() || progressed
                 progressed = try sends.progress() || progressed
-                let now = monotonicNanos()
-                if now >= nextTick {
-                    try tick(now)
-                    nextTick = now &+ Self.tickNanos
-                }
+                try tickIfDue()
             } catch let error as FleetError {
                 fail(error)
             } catch {
@@ -161,10 +159,33 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
             }
             lastHeard[w] = monotonicNanos()
             inbox.removeAll()
-            try world.receive(arrival, into: inbox, on: comm)
+            try world.receive(arrival, into: inbox, on: comm, whileWaiting: keepWatching)
             if arrival.tag == ExecutorTag.frames { try readFrames(from: w) }
         }
         return count > 0
+    }
+
+    /// While a big message arrives: heartbeats, time-outs and lost-rank
+    /// checks go on, and the ranks' heartbeats are taken as they come, so
+    /// a message cut off with its sender's host neither stops the job's
+    /// heartbeats nor hides which rank was lost.
+    private func keepWatching() throws {
+        _ = try sends.progress()
+        while let beat = try world.poll(source: cmpi_any_source(), tag: ExecutorTag.control, on: comm) {
+            if let w = worker(ofRank: beat.source) { lastHeard[w] = monotonicNanos() }
+            controlInbox.removeAll()
+            try world.receive(beat, into: controlInbox, on: comm)
+        }
+        try tickIfDue()
+    }
+
+    /// Heartbeats, time-outs, lost ranks and the start deadline, every
+    /// `tickNanos`.
+    private func tickIfDue() throws {
+        let now = monotonicNanos()
+        guard now >= nextTick else { return }
+        nextTick = now &+ Self.tickNanos
+        try tick(now)
     }
 
     private func readFrames(from w: Int) throws {

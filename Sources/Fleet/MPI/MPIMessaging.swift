@@ -88,18 +88,53 @@ extension Communicator {
 
     /// Receives a matched message of bytes into `buffer` (appended), and,
     /// when it is a full chunk of a longer message (see `sendChunks`), the
-    /// chunks that follow it.
-    func receive(_ arrival: Arrival, into buffer: WireBuffer, on comm: MPI_Comm) throws {
+    /// chunks that follow it. With `whileWaiting`, the receive does not
+    /// block: it is polled, and `whileWaiting` runs between looks (the
+    /// driver's heartbeats and lost-rank checks, which a message cut off in
+    /// the middle, its sender's host gone, must not stop); an error it
+    /// throws ends the wait.
+    func receive(
+        _ arrival: Arrival, into buffer: WireBuffer, on comm: MPI_Comm,
+        whileWaiting: (() throws -> Void)? = nil
+    ) throws {
         var arrival = arrival
         let limit = chunkElements(1)
         while true {
             var failure: Int32 = 0
-            buffer.append(count: arrival.bytes) { raw in
-                failure = MPI_Mrecv(
-                    raw.baseAddress, Int32(arrival.bytes), cmpi_byte(), &arrival.message, &arrival.status)
+            if let whileWaiting {
+                var request: MPI_Request?
+                buffer.append(count: arrival.bytes) { raw in
+                    failure = MPI_Imrecv(raw.baseAddress, Int32(arrival.bytes), cmpi_byte(), &arrival.message, &request)
+                }
+                try check(failure, "MPI_Imrecv")
+                var backoff = Backoff()
+                while true {
+                    var flag: Int32 = 0
+                    try check(MPI_Test(&request, &flag, cmpi_status_ignore()), "MPI_Test")
+                    if flag != 0 { break }
+                    try whileWaiting()
+                    backoff.pause()
+                }
+            } else {
+                buffer.append(count: arrival.bytes) { raw in
+                    failure = MPI_Mrecv(
+                        raw.baseAddress, Int32(arrival.bytes), cmpi_byte(), &arrival.message, &arrival.status)
+                }
+                try check(failure, "MPI_Mrecv")
             }
-            try check(failure, "MPI_Mrecv")
             if arrival.bytes < limit { return }
+            if let whileWaiting {
+                var backoff = Backoff()
+                while true {
+                    if let next = try poll(source: Int32(arrival.source), tag: arrival.tag, on: comm) {
+                        arrival = next
+                        break
+                    }
+                    try whileWaiting()
+                    backoff.pause()
+                }
+                continue
+            }
             var message: MPI_Message?
             var status = MPI_Status()
             try check(MPI_Mprobe(Int32(arrival.source), arrival.tag, comm, &message, &status), "MPI_Mprobe")
