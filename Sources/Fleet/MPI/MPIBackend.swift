@@ -68,6 +68,9 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
 
     /// How often the driver thread checks heartbeats and deadlines.
     private static let tickNanos: UInt64 = 5_000_000
+    /// Messages up to this size are received with a plain blocking call:
+    /// they travel eagerly, so they are there in full once matched.
+    private static let blockingReceiveBytes = 4 << 10
     /// How long the driver waits for its goodbyes to leave at the end.
     private static let goodbyeNanos: UInt64 = 5_000_000_000
 
@@ -159,7 +162,13 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
             }
             lastHeard[w] = monotonicNanos()
             inbox.removeAll()
-            try world.receive(arrival, into: inbox, on: comm, whileWaiting: keepWatching)
+            // A small message is whole once matched; a big one may be cut
+            // off on its way, so it is received without blocking.
+            if arrival.bytes > Self.blockingReceiveBytes {
+                try world.receive(arrival, into: inbox, on: comm) { try self.keepWatching() }
+            } else {
+                try world.receive(arrival, into: inbox, on: comm)
+            }
             if arrival.tag == ExecutorTag.frames { try readFrames(from: w) }
         }
         return count > 0
