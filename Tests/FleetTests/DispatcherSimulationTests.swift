@@ -194,7 +194,7 @@ private struct Simulation {
         case 34..<60: progress(anyWorker(where: { $0.alive && !$0.dying }))
         case 60..<76: read(anyWorker(where: { !$0.pipe.isEmpty }))
         case 76..<80:
-            if replaceable || rng.chance(20) { kill(anyWorker(where: { $0.alive && !$0.dying }), while: "outside") }
+            if replaceable || rng.chance(20) { kill(anyWorker(where: { $0.alive && !$0.dying })) }
         case 80..<86: reap(anyWorker(where: { $0.dying }))
         case 86..<87: protocolFault(anyWorker(where: { $0.alive && !$0.dying }))
         case 87..<91: timeUp()
@@ -356,7 +356,7 @@ private struct Simulation {
         let refill = workers[w].pipe.isEmpty || rng.chance(50)
         defer { if !refill { read(w) } }
         switch dispatcher.replied(w, seq: request.seq, nanos: UInt64(rng.below(200_000)), refill: refill) {
-        case .deliver(let job, _, let effects):
+        case .deliver(let job, let effects):
             apply(effects)
             if bad {
                 for i in job.items { end(i, by: .protocolViolation("bad reply")) }
@@ -378,7 +378,7 @@ private struct Simulation {
     }
 
     /// Worker `w` dies (SIGKILL from outside, a crash in its task).
-    mutating func kill(_ w: Int?, while what: String) {
+    mutating func kill(_ w: Int?) {
         guard let w, workers[w].alive else { return }
         workers[w].alive = false
         workers[w].dying = true
@@ -404,7 +404,7 @@ private struct Simulation {
             breakJob(.protocolViolation("bad frame"))
             return
         }
-        kill(w, while: "fault")
+        kill(w)
     }
 
     /// The driver sees worker `w`'s death: it reads the complete replies
@@ -478,7 +478,7 @@ private struct Simulation {
         for (job, error) in effects.failed { for i in job.items { end(i, by: error) } }
         for (job, reason) in effects.discarded { for i in job.items { end(i, by: reason) } }
         for job in effects.skipped { for i in job.items { end(i, by: .cancelled) } }
-        for w in effects.kill where workers[w].alive { kill(w, while: "killed by the driver") }
+        for w in effects.kill where workers[w].alive { kill(w) }
         if effects.finished { finishedCount += 1 }
         if !replaceable {
             // Ranks that were told to stop exit when their goodbye arrives.

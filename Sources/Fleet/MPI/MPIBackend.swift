@@ -246,7 +246,7 @@ final class MPIBackend: DispatchingBackend, @unchecked Sendable {
     private func reply(_ w: Int, _ seq: UInt64, _ body: inout WireReader) throws {
         let nanos = try body.read(UInt64.self)
         switch box.withState({ $0.replied(w, seq: seq, nanos: nanos, refill: false) }) {
-        case .deliver(let work, _, let effects):
+        case .deliver(let work, let effects):
             carryOut(effects)
             do {
                 try work.job.deliver(&body, nanos: nanos)

@@ -67,7 +67,7 @@ protocol DispatchJob {
 }
 
 /// How a worker ended, as the transport saw it.
-struct WorkerDeath: Equatable {
+struct WorkerDeath {
     var pid: Int32
     var exit: WorkerExit
     /// The last request the worker began (0: none), from its control page.
@@ -315,8 +315,8 @@ struct Dispatcher<J: DispatchJob> {
 
     /// The answer to what the transport asks when it reads a reply.
     enum Reply {
-        /// The job to deliver the reply to; the attempt it was.
-        case deliver(J, attempt: Int, Effects<J>)
+        /// The job to deliver the reply to.
+        case deliver(J, Effects<J>)
         /// A reply to a request already failed by its time-out: drop it.
         case late(Effects<J>)
         /// A reply to a request that is not in flight: a protocol fault.
@@ -346,7 +346,7 @@ struct Dispatcher<J: DispatchJob> {
         var effects = Effects<J>()
         if refill { fill(w, &effects) }
         sayGoodbyes(&effects)
-        return .deliver(entry.job, attempt: entry.attempt, effects)
+        return .deliver(entry.job, effects)
     }
 
     /// The driver found a fault on worker `w`'s channel (a bad frame, a bad

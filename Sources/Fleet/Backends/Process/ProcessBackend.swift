@@ -294,7 +294,7 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
                     return state.replied(w, seq: header.seq, nanos: nanos, refill: !reader.hasBufferedFrame)
                 }
                 switch reply {
-                case .deliver(let work, _, let effects):
+                case .deliver(let work, let effects):
                     carryOut(effects)
                     do { try work.job.deliver(&r, nanos: nanos) } catch {
                         work.job.fail(FleetError.protocolViolation("bad reply from worker pid \(link.pid): \(error)"))
