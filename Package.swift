@@ -35,10 +35,13 @@ let package = Package(
             ],
             exclude: ["Backends/Process/PROTOCOL.md"]
         ),
-        // libpng from the system, for `fleet demo`'s mask images; the C
-        // target keeps libpng's longjmp error handling away from Swift.
+        // libpng and libspng from the system, for `fleet demo`'s mask
+        // images: libspng decodes 8-bit gray masks faster, libpng reads the
+        // other grayscale forms and writes. The C target keeps libpng's
+        // longjmp error handling away from Swift.
         .systemLibrary(name: "CLibPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
-        .target(name: "CFleetPNG", dependencies: ["CLibPNG"]),
+        .systemLibrary(name: "CLibSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
+        .target(name: "CFleetPNG", dependencies: ["CLibPNG", "CLibSPNG"]),
         .executableTarget(
             name: "FleetCLI",
             dependencies: [
@@ -64,7 +67,7 @@ let package = Package(
             name: "FleetTests",
             dependencies: [
                 "Fleet", "FleetTestTasks", "FleetTestWorker", "FleetMPIChecks", "FleetCLI", "FeatureExtraction",
-                "FetchURLs", "GaussianMixture",
+                "FetchURLs", "GaussianMixture", "CFleetPNG",
             ]),
     ],
     swiftLanguageModes: [.v6]

@@ -59,13 +59,13 @@ struct DemoCommand: AsyncParsableCommand {
         let started = ContinuousClock.now
         let bar = ProgressBar(label: "masks")
         // Groups of masks, two in flight per worker: a group's statistics
-        // are 16-bit counts, 10 classes a pixel (25 MiB at full size), so
-        // memory stays bounded whatever the data set's size.
+        // are its masks' runs (about 20 KB a mask), so memory stays bounded
+        // whatever the data set's size.
         let groupSize = max(1, min(25, files.count / (4 * pool.workerCount)))
         let groups = stride(from: 0, to: files.count, by: groupSize).map {
             Array(files[$0..<min($0 + groupSize, files.count)])
         }
-        let stats = try await pool.reduce(
+        var stats = try await pool.reduce(
             groups, into: DatasetStats(), DemoTasks.analyze,
             options: MapOptions(
                 window: 2 * pool.workerCount, batchSize: 1,
@@ -76,6 +76,7 @@ struct DemoCommand: AsyncParsableCommand {
                             failed: s.failed, total: files.count, elapsed: s.elapsed, isFinished: s.isFinished))
                 })
         ) { try $0.merge($1) }
+        stats.finish()
         let seconds = (ContinuousClock.now - started).seconds
         try report(stats, seconds: seconds, pool: pool)
     }

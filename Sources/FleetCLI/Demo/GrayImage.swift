@@ -14,22 +14,6 @@ struct GrayImage: Sendable {
         self.pixels = pixels
     }
 
-    /// Reads `path`; a file that is not an 8-bit-convertible grayscale PNG
-    /// is an error naming it.
-    init(contentsOf path: String) throws {
-        var raw: UnsafeMutablePointer<UInt8>?
-        var w: Int32 = 0
-        var h: Int32 = 0
-        var message = [CChar](repeating: 0, count: 512)
-        guard cfleet_png_read_gray8(path, &raw, &w, &h, &message, message.count) == 0, let raw else {
-            throw DemoError("cannot read \(path): \(cMessage(message))")
-        }
-        defer { free(raw) }
-        width = Int(w)
-        height = Int(h)
-        pixels = Array(UnsafeBufferPointer(start: raw, count: width * height))
-    }
-
     /// Writes the image as a PNG (zlib `level` 0-9).
     func write(to path: String, level: Int32 = 6) throws {
         var message = [CChar](repeating: 0, count: 512)
@@ -37,6 +21,40 @@ struct GrayImage: Sendable {
             cfleet_png_write_gray8(path, $0.baseAddress, Int32(width), Int32(height), level, &message, message.count)
         }
         guard rc == 0 else { throw DemoError("cannot write \(path): \(cMessage(message))") }
+    }
+}
+
+/// A PNG file read one row at a time (see `cfleet_png_rows_open`).
+final class PNGRows {
+    let width: Int
+    let height: Int
+    private let reader: OpaquePointer
+    private let path: String
+    private let message = UnsafeMutablePointer<CChar>.allocate(capacity: 512)
+
+    init(_ path: String) throws {
+        var w: Int32 = 0
+        var h: Int32 = 0
+        var message = [CChar](repeating: 0, count: 512)
+        guard let reader = cfleet_png_rows_open(path, &w, &h, &message, message.count) else {
+            throw DemoError("cannot read \(path): \(cMessage(message))")
+        }
+        self.reader = reader
+        self.path = path
+        width = Int(w)
+        height = Int(h)
+    }
+
+    deinit {
+        cfleet_png_rows_close(reader)
+        message.deallocate()
+    }
+
+    /// Decodes the next row into `row`, which holds `width` bytes.
+    func next(into row: UnsafeMutablePointer<UInt8>) throws {
+        guard cfleet_png_rows_next(reader, row, message, 512) == 0 else {
+            throw DemoError("cannot read \(path): \(String(cString: message))")
+        }
     }
 }
 

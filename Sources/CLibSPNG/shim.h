@@ -1,0 +1,2 @@
+// libspng from the system (Debian: libspng-dev), found with pkg-config.
+#include <spng.h>
