@@ -20,6 +20,9 @@ enum BenchTasks {
     /// bigresult: task i's 16 MiB array.
     static let bigArray = RemoteTask("bench.bigArray") { (i: Int) in makeBigArray(i) }
 
+    /// records: task i's dictionary.
+    static let record = RemoteTask("bench.record") { (i: Int) in makeRecord(i) }
+
     /// graph: a leaf is its input; an inner node sums its arguments.
     static let leaf = RemoteTask("bench.leaf") { (k: Int) in k }
     static let sum = RemoteTask("bench.sum") { (xs: [Int]) in xs.reduce(0, &+) }
@@ -33,7 +36,9 @@ enum BenchTasks {
         return RankPeak(rank: rank, bytes: peakRSSBytes())
     }
 
-    static let all: [any RemoteTaskDeclaration] = [square, noop, primes, sleep10ms, fnv, bigArray, leaf, sum, peakRSS]
+    static let all: [any RemoteTaskDeclaration] = [
+        square, noop, primes, sleep10ms, fnv, bigArray, record, leaf, sum, peakRSS,
+    ]
 }
 
 struct RankPeak: Codable, Sendable {

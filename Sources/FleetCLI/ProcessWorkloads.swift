@@ -71,6 +71,10 @@ func remoteWorkload(_ workload: Workload, on pool: Pool, workers: Int, cpuK: Int
             options: MapOptions(window: 4), merge: addBig)
         let seconds = monotonicSeconds() - start
         m = bigMeasurement(sum, seconds: seconds)
+    case .records:
+        let start = monotonicSeconds()
+        let total = try await pool.reduce(0..<recordTasks, into: [String: Int](), BenchTasks.record, merge: mergeRecord)
+        m = recordsMeasurement(total, seconds: monotonicSeconds() - start)
     case .graph:
         m = try await graphWorkload(pool)
     case .startup, .allreduce:

@@ -5,7 +5,7 @@ import Foundation
 
 /// The standard workloads of shared/bench/WORKLOADS.md.
 enum Workload: String, CaseIterable, ExpressibleByArgument {
-    case tiny, futures, cpu, io, payload, bigresult, graph, startup, allreduce
+    case tiny, futures, cpu, io, payload, bigresult, records, graph, startup, allreduce
 
     /// The worker count the contract names for it, if any.
     var fixedWorkers: Int? {
@@ -33,7 +33,7 @@ enum BenchBackend: String, CaseIterable, ExpressibleByArgument {
     func runs(_ workload: Workload) -> Bool {
         switch self {
         case .baseline: return workload == .tiny || workload == .cpu
-        case .mpi: return [.tiny, .futures, .cpu, .payload, .graph, .allreduce].contains(workload)
+        case .mpi: return [.tiny, .futures, .cpu, .payload, .records, .graph, .allreduce].contains(workload)
         case .mpiC: return workload == .allreduce
         case .serial, .threads, .processes: return workload != .allreduce
         }
@@ -80,6 +80,7 @@ func runWorkload(_ workload: Workload, backend: BenchBackend, workers: Int, cpuK
             case .cpu: return try await cpu(pool, k: cpuK)
             case .io: return try await io(pool)
             case .bigresult: return try await bigresult(pool)
+            case .records: return try await records(pool)
             case .payload: return try await payload(pool)
             case .graph: return try await graphWorkload(pool)
             case .startup: fatalError("handled above")
@@ -310,6 +311,39 @@ func bigExpectedTotal() -> UInt64 {
         for r in 0..<rest { total += UInt64((i * r) % 7) }
     }
     return total
+}
+
+// MARK: - records
+
+let recordTasks = 20_000
+let recordKeys = 256
+
+/// Task i's record: key "w" + j, value (i * 256 + j) % 1009.
+func makeRecord(_ i: Int) -> [String: Int] {
+    var record = [String: Int](minimumCapacity: recordKeys)
+    for j in 0..<recordKeys { record["w" + String(j)] = (i * recordKeys + j) % 1009 }
+    return record
+}
+
+/// Adds a record into the running total, key by key.
+func mergeRecord(_ total: inout [String: Int], _ record: [String: Int]) {
+    for (key, value) in record { total[key, default: 0] += value }
+}
+
+func recordsMeasurement(_ total: [String: Int], seconds: Double) -> Measurement {
+    let sum = total.values.reduce(0, +)
+    let check =
+        total.count == recordKeys && sum == 2_580_367_275
+        ? "ok" : "\(total.count) keys summing to \(sum), expected 256 summing to 2580367275"
+    return Measurement(
+        tasks: recordTasks, seconds: seconds, figure: Double(recordTasks * recordKeys) / seconds,
+        unit: "entries/s", check: check)
+}
+
+func records(_ pool: Pool) async throws -> Measurement {
+    let start = monotonicSeconds()
+    let total = try await pool.reduce(0..<recordTasks, into: [String: Int](), { makeRecord($0) }, merge: mergeRecord)
+    return recordsMeasurement(total, seconds: monotonicSeconds() - start)
 }
 
 // MARK: - startup

@@ -315,7 +315,7 @@ private struct Simulation {
     mutating func progress(_ w: Int?) {
         guard let w else { return }
         var worker = workers[w]
-        if var (request, item) = worker.running {
+        if case (let request, var item)? = worker.running {
             item += 1
             if item < request.job.itemCount {
                 worker.running = (request, item)

@@ -107,7 +107,7 @@ import Testing
             let seen = try await pool.map(
                 Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
             #expect(seen.allSatisfy { $0 == 42 }, "\(seen)")
-            _ = await try pool.submit(TestTasks.die, 0).result  // a replacement starts
+            _ = try await pool.submit(TestTasks.die, 0).result  // a replacement starts
             let after = try await pool.map(
                 Array(repeating: 0, count: 50), TestTasks.readInitialized, options: MapOptions(batchSize: 1))
             #expect(after.allSatisfy { $0 == 42 })

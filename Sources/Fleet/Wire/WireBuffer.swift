@@ -3,9 +3,13 @@
 /// byte order of every platform Fleet runs on (x86-64 and ARM64 Linux).
 @usableFromInline
 final class WireBuffer {
-    @usableFromInline private(set) var base: UnsafeMutableRawPointer
-    @usableFromInline private(set) var count = 0
-    @usableFromInline private(set) var capacity: Int
+    // Not checked for exclusive access at run time (a check on every
+    // append costs more than the append): a buffer is written by one
+    // thread at a time, and these are only read and assigned here, never
+    // passed `inout`, so no two accesses can overlap.
+    @exclusivity(unchecked) @usableFromInline private(set) var base: UnsafeMutableRawPointer
+    @exclusivity(unchecked) @usableFromInline private(set) var count = 0
+    @exclusivity(unchecked) @usableFromInline private(set) var capacity: Int
 
     /// Where the bytes live once they outgrow `arenaThreshold`: shared
     /// memory, so a worker process can read them in place.
@@ -232,6 +236,7 @@ struct WireReader {
         return Int(n)
     }
 
+    @usableFromInline
     mutating func readString() throws -> String {
         let n = Int(try read(UInt32.self))
         let raw = try readBytes(n)

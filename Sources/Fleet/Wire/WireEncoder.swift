@@ -9,6 +9,7 @@
 // - Keyed container: UInt64 entry count, then per entry the key (as a
 //   string), a UInt64 byte length and the value, so a decoder can find
 //   keys in any order and skip those it does not know.
+// - Arrays of other elements and dictionaries: see WireCollections.swift.
 
 /// Encodes `Codable` values into Fleet's binary wire form.
 public enum WireCoding {
@@ -79,6 +80,8 @@ final class WireEncoderImpl: Encoder {
             try optional.encodeWire(self)
         } else if let raw = value as? any WireRaw {
             raw.encodeRaw(into: buffer)
+        } else if let collection = value as? any WireCollectionEncodable {
+            try collection.encodeWire(self)
         } else {
             try value.encode(to: self)
         }
@@ -88,9 +91,11 @@ final class WireEncoderImpl: Encoder {
     /// Brings the lengths of the keyed entries that enclose the current
     /// write up to date.
     func updateSlot(_ slots: [Int]) {
-        for slot in slots {
-            buffer.patch(UInt64(buffer.count - slot - 8 + buffer.externalBytes(after: slot + 8)), at: slot)
-        }
+        for slot in slots { updateSlot(at: slot) }
+    }
+
+    func updateSlot(at slot: Int) {
+        buffer.patch(UInt64(buffer.count - slot - 8 + buffer.externalBytes(after: slot + 8)), at: slot)
     }
 
     @usableFromInline
@@ -191,7 +196,7 @@ final class WireKeyedEncoder<Key: CodingKey>: WireCountingContainer, KeyedEncodi
     }
 
     private func endEntry(_ slot: Int) {
-        encoder.updateSlot([slot])
+        encoder.updateSlot(at: slot)
         encoder.updateSlot(enclosing)
     }
 

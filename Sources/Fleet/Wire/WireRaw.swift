@@ -9,6 +9,51 @@ import Foundation
 protocol WireRaw {
     func encodeRaw(into buffer: WireBuffer)
     static func decodeRaw(from reader: inout WireReader) throws -> Self
+
+    // Collections of raw values (WireCollections.swift). The default
+    // implementations below are compiled once per conforming type, so
+    // the loops over the elements call no generic code.
+    static func encodeElements(_ elements: [Self], into buffer: WireBuffer)
+    static func decodeElements(count: Int, from reader: inout WireReader) throws -> [Self]
+    static func encodeStringKeyed(_ dictionary: [String: Self], into buffer: WireBuffer)
+    static func decodeStringKeyed(count: Int, from reader: inout WireReader) throws -> [String: Self]
+}
+
+extension WireRaw {
+    @usableFromInline
+    static func encodeElements(_ elements: [Self], into buffer: WireBuffer) {
+        buffer.append(UInt64(elements.count))
+        for element in elements { element.encodeRaw(into: buffer) }
+    }
+
+    @usableFromInline
+    static func decodeElements(count: Int, from reader: inout WireReader) throws -> [Self] {
+        var elements: [Self] = []
+        elements.reserveCapacity(WireElements.reservation(count))
+        for _ in 0..<count { elements.append(try decodeRaw(from: &reader)) }
+        return elements
+    }
+
+    @usableFromInline
+    static func encodeStringKeyed(_ dictionary: [String: Self], into buffer: WireBuffer) {
+        buffer.append(UInt64(dictionary.count))
+        for (key, value) in dictionary {
+            buffer.appendString(key)
+            value.encodeRaw(into: buffer)
+        }
+    }
+
+    @usableFromInline
+    static func decodeStringKeyed(count: Int, from reader: inout WireReader) throws -> [String: Self] {
+        var dictionary = [String: Self](minimumCapacity: WireElements.reservation(count))
+        for _ in 0..<count {
+            let key = try reader.readString()
+            guard dictionary.updateValue(try decodeRaw(from: &reader), forKey: key) == nil else {
+                throw WireError.corrupt("a dictionary holds the key \(key) twice")
+            }
+        }
+        return dictionary
+    }
 }
 
 /// Numbers whose every bit pattern is a valid value, so an array of them

@@ -22,7 +22,7 @@ enum FrameKind: UInt8 {
 
 /// The version of the frame layout and handshake. Driver and worker must
 /// agree exactly.
-let wireProtocolVersion: UInt16 = 3
+let wireProtocolVersion: UInt16 = 4
 
 /// Every frame starts with these 16 bytes.
 struct FrameHeader: Equatable {
