@@ -24,7 +24,7 @@ struct RemoteNode<I: Codable & Sendable, O: Codable & Sendable>: RemoteNodeTask 
         try GraphBatchJob(
             run: run, nodes: nodes, inputs: arguments.map(input), task: task,
             taskID: context.registry.id(of: task), arena: context.arena,
-            external: context.referencesBigArrays)
+            external: context.referencesBigArrays, limit: context.payloadLimit)
     }
 }
 
@@ -42,14 +42,14 @@ final class GraphBatchJob<I: Codable & Sendable, O: Codable & Sendable>: RemoteJ
 
     init(
         run: GraphRun, nodes: [Int], inputs: [I], task: RemoteTask<I, O>, taskID: Int, arena: SharedArena?,
-        external: Bool = false
+        external: Bool = false, limit: PayloadLimit? = nil
     ) throws {
         self.run = run
         self.nodes = nodes
         self.inputs = inputs
         self.task = task
         self.taskID = taskID
-        payload = try encodePayload(inputs, arena: arena, external: external)
+        payload = try encodePayload(inputs, arena: arena, external: external, limit: limit)
     }
 
     var mode: ErrorMode { .failFast }

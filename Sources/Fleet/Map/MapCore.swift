@@ -37,6 +37,7 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     @usableFromInline let token = CancellationToken()
     let progress: ProgressTracker?
     let explicitWindow: Int?
+    let windowBytes: Int
     let workers: Int
 
     private let mutex = PthreadMutex()
@@ -52,6 +53,10 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     private var terminal: (any Error)?
     private var generation: UInt64 = 0
     private var waiter: CheckedContinuation<Void, Never>?
+    /// Bytes per item on the wire (requests and replies), a moving average
+    /// over the batches delivered; 0 until one is, or on backends that move
+    /// no bytes.
+    private var bytesPerItem = 0.0
 
     @usableFromInline
     init(ordered: Bool, mode: ErrorMode, eager: Bool, options: MapOptions, workers: Int, inline: Bool, total: Int?) {
@@ -60,6 +65,7 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
         self.mode = mode
         self.workers = workers
         explicitWindow = options.window
+        windowBytes = options.windowBytes
         var cap = BatchSizer.automaticCap
         if let window = options.window { cap = max(1, window / (inline ? 1 : 2 * workers)) }
         if let total { cap = min(cap, max(1, total / (8 * workers))) }
@@ -81,12 +87,25 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
         mutex.lock()
         defer { mutex.unlock() }
         guard terminal == nil, inputEnd == nil else { return 0 }
-        let size = sizer.size
-        let window = explicitWindow ?? size * defaultBatches
+        let (window, size) = windowLocked()
         guard window - inFlight >= min(size, window) else { return 0 }
         let n = min(size, window - inFlight)
         inFlight += n
         return n
+    }
+
+    /// The window in items and the batch size: from the options and the
+    /// batch sizer, then shrunk so that the items in flight fit in
+    /// `windowBytes` (at least one per worker), with batches of at most a
+    /// share of it per worker so that every worker gets some.
+    private func windowLocked() -> (window: Int, batch: Int) {
+        let size = sizer.size
+        let window = explicitWindow ?? size * defaultBatches
+        guard bytesPerItem > 0 else { return (window, size) }
+        let fits = Int(min(Double(windowBytes) / bytesPerItem, Double(Int.max / 2)))
+        guard fits < window else { return (window, size) }
+        let bounded = max(workers, fits)
+        return (bounded, max(1, min(size, bounded / (2 * workers))))
     }
 
     /// Records a batch of `count` items about to be dispatched, and gives
@@ -111,12 +130,17 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
         mutex.unlock()
     }
 
-    /// A worker finished a batch (or the batch was skipped, `output` nil).
+    /// A worker finished a batch (or the batch was skipped, `output` nil);
+    /// `bytes`: its request and reply on the wire, if it crossed one.
     @usableFromInline
-    func finish(start: Int, count: Int, output: BatchOutput<R>?, nanos: UInt64) {
+    func finish(start: Int, count: Int, output: BatchOutput<R>?, nanos: UInt64, bytes: Int = 0) {
         var failure: ItemFailure?
         mutex.lock()
         running -= 1
+        if bytes > 0 && count > 0 {
+            let perItem = Double(bytes) / Double(count)
+            bytesPerItem = bytesPerItem == 0 ? perItem : 0.75 * bytesPerItem + 0.25 * perItem
+        }
         if let output {
             sizer.record(items: count, nanos: nanos)
             if let f = output.failure, mode == .failFast {
@@ -131,7 +155,7 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
             }
         }
         generation &+= 1
-        let window = explicitWindow ?? sizer.size * defaultBatches
+        let window = windowLocked().window
         let wake = eager || terminal != nil || running == 0 || readyItems * 4 >= window
         let w = wake ? takeWaiterLocked() : nil
         mutex.unlock()

@@ -8,6 +8,16 @@ public struct MapOptions: Sendable {
     /// stays bounded even over an endless input. Default (nil): four batches
     /// per worker, which grows with the automatic batch size.
     public var window: Int?
+    /// The most bytes in flight at once, where the pool knows them: on
+    /// processes and MPI, the encoded requests sent and replies received
+    /// for the items in flight (estimated from the bytes per item seen so
+    /// far). The window shrinks so that the items in flight fit, down to one
+    /// per worker, and batches shrink with it. Default: 64 MiB. The serial
+    /// and threads backends move no bytes and count items only.
+    public var windowBytes: Int
+    /// The default `windowBytes`: 64 MiB, which keeps a pool of two worker
+    /// processes feeding a slow reader of 1 MiB results near 130 MiB in all.
+    public static let defaultWindowBytes = 64 << 20
     /// Items per batch. Default (nil): chosen from measured task times (see
     /// `BatchSizer`); with an explicit `window` it is at most a share of it.
     public var batchSize: Int?
@@ -30,6 +40,7 @@ public struct MapOptions: Sendable {
     /// Options for one map; every argument has a sensible default.
     public init(
         window: Int? = nil,
+        windowBytes: Int = MapOptions.defaultWindowBytes,
         batchSize: Int? = nil,
         timeout: Duration? = nil,
         progress: (@Sendable (ProgressSnapshot) -> Void)? = nil,
@@ -38,6 +49,7 @@ public struct MapOptions: Sendable {
     ) {
         self.retries = retries
         self.window = window
+        self.windowBytes = windowBytes
         self.batchSize = batchSize
         self.timeout = timeout
         self.progress = progress
@@ -48,6 +60,7 @@ public struct MapOptions: Sendable {
     func validate() throws {
         if let retries, retries < 0 { throw FleetError.invalidArgument("retries must not be negative, got \(retries)") }
         if let window { try requirePositive(window, "window") }
+        try requirePositive(windowBytes, "windowBytes")
         if let batchSize { try requirePositive(batchSize, "batchSize") }
         if let timeout { try requirePositive(timeout, "timeout") }
         try requirePositive(progressInterval, "progressInterval")

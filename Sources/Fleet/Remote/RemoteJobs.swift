@@ -34,11 +34,34 @@ protocol RemoteJob: Job {
 /// The encoded inputs of a batch: in shared memory when they are big; with
 /// `external`, big arrays of numbers referenced where they are, not copied
 /// (for a backend that sends the buffer's segments itself).
-func encodePayload<I: Encodable>(_ inputs: [I], arena: SharedArena?, external: Bool = false) throws -> WireBuffer {
+func encodePayload<I: Encodable>(_ inputs: [I], arena: SharedArena?, external: Bool = false, limit: PayloadLimit? = nil)
+    throws -> WireBuffer
+{
     let payload = WireBuffer(capacity: 64 + inputs.count * MemoryLayout<I>.stride, arena: arena)
     payload.allowsExternal = external
-    try WireCoding.encode(inputs, into: payload)
+    try encodeLimited(inputs, into: payload, limit: limit)
     return payload
+}
+
+/// The most bytes a request's inputs may take, and the option that sets it.
+struct PayloadLimit {
+    var bytes: Int
+    var option: String
+}
+
+/// Encodes `value`, giving up as soon as it is known to take more than
+/// `limit` (before a big array is copied), with an error naming the limit
+/// and the option that sets it.
+func encodeLimited<T: Encodable>(_ value: T, into buffer: WireBuffer, limit: PayloadLimit?) throws {
+    buffer.limit = limit?.bytes ?? .max
+    defer { buffer.limit = .max }
+    do {
+        try WireCoding.encode(value, into: buffer)
+    } catch is WireLimitExceeded {
+        throw FleetError.invalidArgument(
+            "the inputs of one request take more than \(limit!.bytes) bytes, over \(limit!.option): raise it, or send smaller inputs (or a path to the data)"
+        )
+    }
 }
 
 /// Cuts a batch of `count` items around the one at `offset`, which killed
@@ -70,6 +93,8 @@ struct RemoteContext {
     /// Big arrays of numbers in payloads are referenced, not copied: the
     /// backend sends payloads segment by segment (`WireBuffer.forEachSegment`).
     var referencesBigArrays = false
+    /// Inputs that encode to more are refused before they are copied.
+    var payloadLimit: PayloadLimit? = nil
 }
 
 /// A remote task in a map call: runs batches here, or makes remote jobs.
@@ -104,7 +129,7 @@ struct RemoteMapping<I: Codable & Sendable, O: Codable & Sendable>: RemoteBatchM
         try RemoteBatchJob(
             core: core, start: start, items: items, mapping: self,
             taskID: context.registry.id(of: task), timeout: timeout, arena: context.arena,
-            external: context.referencesBigArrays)
+            external: context.referencesBigArrays, limit: context.payloadLimit)
     }
 }
 
@@ -122,7 +147,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
 
     init(
         core: MapCore<O>, start: Int, items: [I], mapping: RemoteMapping<I, O>, taskID: Int,
-        timeout: Duration?, arena: SharedArena?, external: Bool = false
+        timeout: Duration?, arena: SharedArena?, external: Bool = false, limit: PayloadLimit? = nil
     ) throws {
         self.core = core
         self.start = start
@@ -130,7 +155,7 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
         self.mapping = mapping
         self.taskID = taskID
         self.timeout = timeout
-        payload = try encodePayload(items, arena: arena, external: external)
+        payload = try encodePayload(items, arena: arena, external: external, limit: limit)
     }
 
     var mode: ErrorMode { core.mode }
@@ -144,8 +169,9 @@ final class RemoteBatchJob<I: Codable & Sendable, O: Codable & Sendable>: Remote
     func skip() { core.finish(start: start, count: items.count, output: nil, nanos: 0) }
 
     func deliver(_ reply: inout WireReader, nanos: UInt64) throws {
+        let bytes = reply.remaining + payload.totalCount
         let output = try mapping.task.readOutcome(&reply, start: start, count: items.count, mode: core.mode)
-        core.finish(start: start, count: items.count, output: output, nanos: nanos)
+        core.finish(start: start, count: items.count, output: output, nanos: nanos, bytes: bytes)
     }
 
     func fail(_ error: any Error) {
@@ -206,7 +232,7 @@ final class RemoteCallJob<I: Codable & Sendable, O: Codable & Sendable>: FutureS
         payload = WireBuffer(capacity: 64, arena: context?.arena)
         payload.allowsExternal = context?.referencesBigArrays ?? false
         super.init()
-        if context != nil { try WireCoding.encode([input], into: payload) }
+        if let context { try encodeLimited([input], into: payload, limit: context.payloadLimit) }
     }
 
     var mode: ErrorMode { .failFast }

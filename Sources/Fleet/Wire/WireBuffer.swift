@@ -61,6 +61,28 @@ final class WireBuffer {
     /// Where the bytes sit in the shared arena, if they do.
     var sharedOffset: Int? { shared?.offset }
 
+    /// The most bytes the encoder may write: a raw array that would go over
+    /// sets `overLimit` instead of being copied, and the encoder throws
+    /// `WireLimitExceeded` (see `encodeLimited`).
+    @exclusivity(unchecked) @usableFromInline var limit = Int.max
+    @exclusivity(unchecked) @usableFromInline var overLimit = false
+
+    /// Whether `n` more bytes fit under `limit`; if not, notes it.
+    @usableFromInline
+    func fits(_ n: Int) -> Bool {
+        if n <= limit &- totalCount { return true }
+        overLimit = true
+        return false
+    }
+
+    /// Throws `WireLimitExceeded` if what was written went over `limit`.
+    @usableFromInline
+    func checkLimit() throws {
+        guard overLimit || totalCount > limit else { return }
+        overLimit = false
+        throw WireLimitExceeded()
+    }
+
     /// Frees memory beyond `limit` bytes of capacity once the buffer is
     /// empty, so one big message does not pin its size for good.
     func shrink(ifOver limit: Int) {

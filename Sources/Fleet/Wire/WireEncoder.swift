@@ -11,6 +11,9 @@
 //   keys in any order and skip those it does not know.
 // - Arrays of other elements and dictionaries: see WireCollections.swift.
 
+/// Thrown when a value takes more than its buffer's `limit`.
+struct WireLimitExceeded: Error {}
+
 /// Encodes `Codable` values into Fleet's binary wire form.
 public enum WireCoding {
     /// Appends `value`'s wire form to `buffer`.
@@ -19,9 +22,10 @@ public enum WireCoding {
         // Optionals first: a cast to `WireRaw` would look inside them.
         if !(T.self is any WireOptionalEncodable.Type), let raw = value as? any WireRaw {
             raw.encodeRaw(into: buffer)
-            return
+        } else {
+            try WireEncoderImpl(buffer).encodeValue(value)
         }
-        try WireEncoderImpl(buffer).encodeValue(value)
+        try buffer.checkLimit()
     }
 
     /// The wire form of `value`.
@@ -85,6 +89,7 @@ final class WireEncoderImpl: Encoder {
         } else {
             try value.encode(to: self)
         }
+        try buffer.checkLimit()
         updateSlot(lengthSlot)
     }
 

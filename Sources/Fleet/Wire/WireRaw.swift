@@ -106,6 +106,7 @@ extension String: WireRaw {
 extension Array: WireRaw where Element: WireTrivial {
     @inlinable
     func encodeRaw(into buffer: WireBuffer) {
+        guard buffer.fits(8 + count * MemoryLayout<Element>.stride) else { return }
         buffer.append(UInt64(count))
         if buffer.allowsExternal && count * MemoryLayout<Element>.stride >= WireBuffer.externalThreshold {
             buffer.appendExternal(self)
@@ -124,6 +125,7 @@ extension Array: WireRaw where Element: WireTrivial {
 
 extension Data: WireRaw {
     @usableFromInline func encodeRaw(into buffer: WireBuffer) {
+        guard buffer.fits(8 + count) else { return }
         buffer.append(UInt64(count))
         withUnsafeBytes { buffer.append($0) }
     }

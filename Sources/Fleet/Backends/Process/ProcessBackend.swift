@@ -60,7 +60,11 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
         links = Array(repeating: nil, count: workers)
         relay = OutputRelay(name: "\(name)-out")
         // Without shared memory, big payloads go through the pipes.
-        context = RemoteContext(registry: registry, arena: try? SharedArena())
+        context = RemoteContext(
+            registry: registry, arena: try? SharedArena(),
+            payloadLimit: PayloadLimit(
+                bytes: options.maxFrameBytes - FrameHeader.size - requestHeadBytes,
+                option: "ProcessOptions.maxFrameBytes (\(options.maxFrameBytes))"))
         for w in 0..<workers {
             spawnThread(name: "\(name)-\(w)") { [self] in runSlot(w) }
         }
@@ -72,7 +76,7 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
         let remote = try remoteJob(job, place: "in worker processes")
         if remote.payload.count + FrameHeader.size + requestHeadBytes > options.maxFrameBytes {
             throw FleetError.invalidArgument(
-                "the inputs of one request take \(remote.payload.count) bytes, over maxFrameBytes (\(options.maxFrameBytes))"
+                "the inputs of one request take \(remote.payload.count) bytes, over ProcessOptions.maxFrameBytes (\(options.maxFrameBytes))"
             )
         }
         carryOut(try box.withState { try $0.enqueue(RemoteWork(job: remote), assign: true) })
