@@ -146,6 +146,8 @@ public enum TestTasks {
     }
 
     /// A 1 MiB result: every byte is `x % 251`, the first eight hold `x`.
+    /// `n` bytes of 7.
+    public static let filled = RemoteTask("filled") { (n: Int) -> [UInt8] in [UInt8](repeating: 7, count: n) }
     public static let megabyte = RemoteTask("megabyte") { (x: Int) -> [UInt8] in
         var bytes = [UInt8](repeating: UInt8(x % 251), count: 1 << 20)
         withUnsafeBytes(of: UInt64(x).littleEndian) { for (k, b) in $0.enumerated() { bytes[k] = b } }
@@ -198,7 +200,7 @@ public enum TestTasks {
     public static let all: [any RemoteTaskDeclaration] = [
         setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply,
-        megabyte,
+        megabyte, filled,
         closeChannel, orphan, spinUntilCancelled,
     ]
 }

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// A growable byte buffer that the wire encoder writes into, and a bounds-
 /// checked reader over bytes received. Values are stored little-endian, the
 /// byte order of every platform Fleet runs on (x86-64 and ARM64 Linux).
@@ -217,6 +223,10 @@ struct WireReader {
     @usableFromInline let base: UnsafeRawPointer
     @usableFromInline var offset: Int
     @usableFromInline let end: Int
+    /// The bytes are private memory of this process that nothing reads
+    /// again once decoded (a frame the driver received), so a big array
+    /// may give their pages back as it copies them (`copyReleasing`).
+    @usableFromInline var releasable = false
 
     @usableFromInline
     init(_ bytes: UnsafeRawBufferPointer) {
@@ -257,6 +267,33 @@ struct WireReader {
         }
         return Int(n)
     }
+
+    /// Copies the next `n` bytes to `destination`. When the bytes are
+    /// `releasable`, copies them 8 MiB at a time and gives the pages copied
+    /// back to the system, so a big array decoded from a frame never needs
+    /// twice its size.
+    @usableFromInline
+    mutating func copyReleasing(_ n: Int, to destination: UnsafeMutableRawPointer) throws {
+        let source = try readBytes(n)
+        guard releasable, n >= Self.releaseThreshold, let from = source.baseAddress else {
+            destination.copyMemory(from: source.baseAddress ?? UnsafeRawPointer(destination), byteCount: n)
+            return
+        }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var done = 0
+        while done < n {
+            let step = min(8 << 20, n - done)
+            (destination + done).copyMemory(from: from + done, byteCount: step)
+            done += step
+            // Whole pages of the source that are copied by now.
+            let first = (Int(bitPattern: from) + page - 1) / page * page
+            let last = (Int(bitPattern: from) + done) / page * page
+            if last > first { madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED) }
+        }
+    }
+
+    /// Arrays at least this big give their source pages back as they copy.
+    @usableFromInline static let releaseThreshold = 32 << 20
 
     @usableFromInline
     mutating func readString() throws -> String {

@@ -118,8 +118,10 @@ extension Array: WireRaw where Element: WireTrivial {
     @inlinable
     static func decodeRaw(from reader: inout WireReader) throws -> [Element] {
         let n = try reader.readCount(minBytes: MemoryLayout<Element>.stride)
-        let raw = try reader.readBytes(n * MemoryLayout<Element>.stride)
-        return [Element](filling: n) { UnsafeMutableRawBufferPointer($0).copyMemory(from: raw) }
+        guard n > 0 else { return [] }
+        return try [Element](filling: n) {
+            try reader.copyReleasing(n * MemoryLayout<Element>.stride, to: UnsafeMutableRawPointer($0.baseAddress!))
+        }
     }
 }
 

@@ -287,6 +287,7 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
             switch header.kind {
             case .reply:
                 var r = WireReader(body)
+                r.releasable = true  // the frame reader's own memory, read once
                 guard let nanos = try? r.read(UInt64.self) else {
                     carryOut(box.withState { $0.fault(w, "worker pid \(link.pid): a reply with no header") })
                     return
