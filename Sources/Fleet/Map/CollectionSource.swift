@@ -36,38 +36,57 @@ struct OutputSlots<R>: @unchecked Sendable {
     @inlinable init(_ base: UnsafeMutablePointer<R>) { self.base = base }
 }
 
+/// The item loop of a batch: runs `transform` over the positions `range`
+/// of `input`, writing each result into `slots`. Made by `map` at the call
+/// site (it is inlined there) and capturing nothing but `transform`, so
+/// the compiler can make a copy of the loop for the caller's closure and
+/// inline it, instead of calling it through a generic thunk per item.
+@inlinable @inline(__always)
+func placingLoop<C: RandomAccessCollection & Sendable, R: Sendable>(
+    _ transform: @escaping @Sendable (C.Element) throws -> R
+) -> @Sendable (C, Range<Int>, OutputSlots<R>) -> BatchOutput<R> where C.Element: Sendable {
+    { input, range, slots in
+        var out = BatchOutput<R>()
+        let token = FleetTask.token
+        let base = slots.base
+        var index = input.index(input.startIndex, offsetBy: range.lowerBound)
+        var k = range.lowerBound
+        // Runs of `cancellationStride + 1` items with nothing in the loop
+        // but the call and the write; cancellation between runs.
+        while k < range.upperBound {
+            if let token, token.isCancelled { break }
+            let end = min(k + cancellationStride + 1, range.upperBound)
+            do {
+                while k < end {
+                    (base + k).initialize(to: try transform(input[index]))
+                    input.formIndex(after: &index)
+                    k += 1
+                }
+            } catch {
+                out.failure = ItemFailure(index: k, underlying: error)
+                out.failedCount = 1
+                break
+            }
+        }
+        out.placed = k - range.lowerBound
+        return out
+    }
+}
+
 extension Pool {
     /// `map` over a random-access collection with plain-value results:
     /// the same contract, without copying items in or results out.
     @inlinable
     func mapInPlace<C: RandomAccessCollection & Sendable, R: Sendable>(
-        _ input: C, options: MapOptions, _ transform: @escaping @Sendable (C.Element) throws -> R
+        _ input: C, options: MapOptions, placing: @escaping @Sendable (C, Range<Int>, OutputSlots<R>) -> BatchOutput<R>
     ) async throws -> [R] where C.Element: Sendable {
         try options.validate()  // before allocating the output
         let n = input.count
-        if n == 0 { return try await collectOrdered(input, options: options, runner: .plain(transform)) }
+        if n == 0 { return [] }
         var output = [R](filling: n) { _ in }
         let slots = OutputSlots(output.withUnsafeMutableBufferPointer { $0.baseAddress! })
-        let runner: @Sendable (Range<Int>, ErrorMode) -> BatchOutput<R> = { range, _ in
-            var out = BatchOutput<R>()
-            let token = FleetTask.token
-            var index = input.index(input.startIndex, offsetBy: range.lowerBound)
-            for k in range {
-                if (k - range.lowerBound) & cancellationStride == 0, let token, token.isCancelled { break }
-                do {
-                    (slots.base + k).initialize(to: try transform(input[index]))
-                } catch {
-                    out.failure = ItemFailure(index: k, underlying: error)
-                    out.failedCount = 1
-                    break
-                }
-                input.formIndex(after: &index)
-                out.placed += 1
-            }
-            return out
-        }
         var driver = try MapDriver(
-            CollectionSource(count: n, runner: runner), pool: self, ordered: false,
+            CollectionSource<R>(count: n) { range, _ in placing(input, range, slots) }, pool: self, ordered: false,
             mode: .failFast, options: options)
         while let batch = try await driver.nextBatch() { driver.core.release(batch.count) }
         _ = output.count  // keeps the storage alive until every batch is done

@@ -23,13 +23,16 @@ extension Pool {
     /// `map` over a random-access collection (an array, a range): the same
     /// contract; when results are plain values, items are not copied into
     /// batches and results are written straight into the returned array.
-    @inlinable
+    @inlinable @inline(__always)
     public func map<Input: RandomAccessCollection & Sendable, R: Sendable>(
         _ input: Input, options: MapOptions = MapOptions(),
         _ transform: @escaping @Sendable (Input.Element) throws -> R
     ) async throws -> [R] where Input.Element: Sendable {
         if _isPOD(R.self) && options.timeout == nil {
-            return try await mapInPlace(input, options: options, transform)
+            // The item loop is made here, where the caller's closure is in
+            // sight, so the compiler can specialise the loop for it (and
+            // inline it) instead of calling it through a generic thunk.
+            return try await mapInPlace(input, options: options, placing: placingLoop(transform))
         }
         return try await collectOrdered(input, options: options, runner: .plain(transform))
     }
