@@ -21,8 +21,9 @@ struct Advice {
     }
 }
 
-/// Whether a bigger figure is better in `unit`.
-func biggerIsBetter(_ unit: String) -> Bool { ["tasks/s", "x serial", "MiB/s"].contains(unit) }
+/// Whether a bigger figure is better in `unit`: rates (anything per second)
+/// and speedups; times per thing and memory are better smaller.
+func biggerIsBetter(_ unit: String) -> Bool { unit.hasSuffix("/s") || unit == "x serial" }
 
 /// The winner of each workload among Fleet's backends (the baseline, which
 /// is not Fleet, and runs with a failed check do not compete).

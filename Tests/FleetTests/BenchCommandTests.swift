@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import FleetCLI
+
 /// The `fleet` program built beside the test runner.
 let fleetPath = URL(fileURLWithPath: testWorkerPath).deletingLastPathComponent().appendingPathComponent("fleet").path
 
@@ -72,6 +74,20 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) {
         #expect(
             keys == ["workload", "backend", "workers", "tasks", "seconds", "figure", "unit", "check", "peak_rss_bytes"])
         #expect(record?["check"] as? String == "ok" && record?["tasks"] as? Int == 131_071)
+    }
+
+    /// records across processes: dictionaries of strings cross and merge
+    /// to the contract's answer; its rate is better bigger.
+    @Test func recordsCrossProcessesAndAreARate() throws {
+        let (out, status) = try runFleet([
+            "bench", "--workload", "records", "--backend", "processes", "--runs", "1", "--json",
+        ])
+        #expect(status == 0)
+        let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("{") })
+        let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        #expect(record?["check"] as? String == "ok" && record?["tasks"] as? Int == 20_000, "\(line)")
+        #expect(record?["unit"] as? String == "entries/s")
+        #expect(biggerIsBetter("entries/s") && biggerIsBetter("tasks/s") && !biggerIsBetter("us/future"))
     }
 
     @Test func benchMeasuresTheProgramsOwnTask() throws {
