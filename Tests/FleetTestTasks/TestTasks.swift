@@ -107,7 +107,7 @@ public enum TestTasks {
     /// The chaos task: about 1% of items kill their worker on their first
     /// attempt (SIGKILL or abort, fixed per item).
     public static let chaos = RemoteTask("chaos") { (x: Int) -> Int in
-        if FleetTask.attempt == 0, chaosVictim(x) {
+        if FleetTask.attempt == 1, chaosVictim(x) {
             if x % 2 == 0 { kill(getpid(), SIGKILL) } else { abort() }
         }
         return x &* 3 &+ 1
@@ -146,6 +146,12 @@ public enum TestTasks {
     }
 
     /// A 1 MiB result: every byte is `x % 251`, the first eight hold `x`.
+    /// Its run (`FleetTask.attempt`), once that reaches `x`; until then the
+    /// worker exits.
+    public static let attemptOrDie = RemoteTask("attemptOrDie") { (x: Int) -> Int in
+        if FleetTask.attempt < x { exit(3) }
+        return FleetTask.attempt
+    }
     /// `n` bytes of 7.
     public static let filled = RemoteTask("filled") { (n: Int) -> [UInt8] in [UInt8](repeating: 7, count: n) }
     public static let megabyte = RemoteTask("megabyte") { (x: Int) -> [UInt8] in
@@ -200,7 +206,7 @@ public enum TestTasks {
     public static let all: [any RemoteTaskDeclaration] = [
         setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply,
-        megabyte, filled,
+        megabyte, filled, attemptOrDie,
         closeChannel, orphan, spinUntilCancelled,
     ]
 }

@@ -35,6 +35,37 @@ struct FutureTests {
         #expect(try await slow.value == 1)
     }
 
+    /// A time-out of zero looks without waiting, as Python's `timeout=0`;
+    /// `asCompleted(timeout:)` yields what is done in time, then throws.
+    @Test func aZeroTimeoutLooksAndAsCompletedCanTimeOut() async throws {
+        let pool = try Pool.threads(workers: 1)
+        let quick = try pool.submit { 7 }
+        _ = try await quick.value
+        let slow = try pool.submit { () -> Int in
+            blockingSleep(ms: 300)
+            return 1
+        }
+        #expect(try await quick.value(timeout: .zero) == 7)
+        #expect(try waitBlocking(quick, timeout: .zero) == 7)
+        await #expect(throws: FleetError.timedOut(item: nil, after: .zero)) { try await slow.value(timeout: .zero) }
+        #expect(throws: FleetError.self) { try waitBlocking(slow, timeout: .zero) }
+        let (done, pending) = try await wait([quick, slow], timeout: .zero)
+        #expect(done == [quick] && pending == [slow])
+
+        var seen: [Future<Int>] = []
+        do {
+            for try await f in try asCompleted([slow, quick], timeout: .milliseconds(50)) { seen.append(f) }
+            Issue.record("asCompleted did not time out")
+        } catch let error as FleetError {
+            #expect(error == .timedOut(item: nil, after: .milliseconds(50)))
+        }
+        #expect(seen == [quick])
+        var all: [Future<Int>] = []
+        for try await f in try asCompleted([slow, quick], timeout: .seconds(30)) { all.append(f) }
+        #expect(Set(all) == [quick, slow] && all.count == 2)
+        await pool.shutdown()
+    }
+
     @Test func cancelStopsAQueuedTaskButNotARunningOne() async throws {
         let pool = try Pool.threads(workers: 1)
         let gate = Locked(false)

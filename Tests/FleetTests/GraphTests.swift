@@ -31,6 +31,27 @@ final class Payload: Sendable {
 }
 
 @Suite struct GraphTests {
+    /// A chain of a million nodes is computed, and dropped (computed or
+    /// not), without recursion as deep as the chain: 50,000 crashed.
+    @Test func aMillionNodeChainComputesAndGoesAway() async throws {
+        func chain(_ n: Int) -> Delayed<Int> {
+            var node = Graph.value(0)
+            for _ in 0..<n { node = Graph.call("inc", { (x: Int) in x &+ 1 }, node) }
+            return node
+        }
+        do { _ = chain(1_000_000) }  // dropped unused
+        let pool = try Pool.threads(workers: 2)
+        #expect(try await pool.compute(chain(1_000_000)) == 1_000_000)
+        await pool.shutdown()
+        // A node shared by two chains survives the first one's release.
+        let shared = Graph.call("double", { (x: Int) in x * 2 }, Graph.value(21))
+        var a: Delayed<Int>? = Graph.call("a", { (x: Int) in x + 1 }, shared)
+        let b = Graph.call("b", { (x: Int) in x + 2 }, shared)
+        a = nil
+        #expect(a == nil)
+        #expect(try await Pool.serial.compute(b) == 44)
+    }
+
     @Test(arguments: TestBackend.allCases)
     func aSumTreeGivesItsRoot(_ backend: TestBackend) async throws {
         let pool = try backend.makePool()
@@ -197,8 +218,13 @@ final class Payload: Sendable {
             try Graph.render(dot: dot, to: path)
             #expect(try String(contentsOfFile: path, encoding: .utf8).contains("<svg"))
             try? FileManager.default.removeItem(atPath: path)
-        } else {
-            #expect(throws: FleetError.self) { try Graph.render(dot: dot, to: "/tmp/x.svg") }
+        }
+        // Without Graphviz on the PATH: an error that says what to install.
+        let path = ProcessInfo.processInfo.environment["PATH"]
+        setenv("PATH", "/nonexistent", 1)
+        defer { if let path { setenv("PATH", path, 1) } }
+        #expect(throws: FleetError.toolMissing(name: "Graphviz's dot", install: "apt-get install graphviz")) {
+            try Graph.render(dot: dot, to: "/tmp/x.svg")
         }
     }
 }

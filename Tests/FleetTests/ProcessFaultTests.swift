@@ -44,6 +44,20 @@ import Testing
         }
     }
 
+    /// One count of runs: the task sees 1, 2, … as it is retried, and an
+    /// item that never survives fails with `attempts` = the runs it had.
+    @Test func attemptsCountRunsFromOneEverywhere() async throws {
+        try await withProcessPool { pool in
+            #expect(try await pool.submit(TestTasks.attemptOrDie, 1, retries: 0).value == 1)
+            #expect(try await pool.submit(TestTasks.attemptOrDie, 3, retries: 2).value == 3)
+            let failed = await (try pool.submit(TestTasks.attemptOrDie, 9, retries: 1)).result
+            #expect((failed.error as? FleetError)?.death?.attempts == 2, "\(failed)")
+        }
+        let threads = try Pool.threads(workers: 1)
+        #expect(try await threads.submit(TestTasks.attemptOrDie, 1).value == 1)
+        await threads.shutdown()
+    }
+
     @Test func aTaskThatBreaksItsChannelRunsRetriesPlusOneTimesThenFails() async throws {
         let path = NSTemporaryDirectory() + "fleet-close-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(path) }

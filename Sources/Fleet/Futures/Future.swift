@@ -32,8 +32,13 @@ public struct Future<Value: Sendable>: Sendable, Hashable {
 
     /// The task's value, waiting at most `timeout`. Throws
     /// `FleetError.timedOut` if the task is not done by then; the task goes on.
+    /// A time-out of zero only looks (Python's `result(timeout=0)`).
     public func value(timeout: Duration) async throws -> Value {
-        try requirePositive(timeout, "timeout")
+        try requireNonNegative(timeout, "timeout")
+        if timeout == .zero {
+            guard let done = state.result else { throw FleetError.timedOut(item: nil, after: .zero) }
+            return try done.get()
+        }
         return try await result(timeout: timeout).get()
     }
 
@@ -68,7 +73,7 @@ public struct Future<Value: Sendable>: Sendable, Hashable {
     /// with every worker busy, as it would wait for itself.
     @available(*, noasync, message: "it blocks the thread; await value instead")
     public func waitBlocking(timeout: Duration? = nil) throws -> Value {
-        if let timeout { try requirePositive(timeout, "timeout") }
+        if let timeout { try requireNonNegative(timeout, "timeout") }
         let slot = BlockingSlot<Result<Value, any Error>>()
         state.whenComplete { slot.put($0) }
         guard let result = slot.take(untilNanos: timeout.map { monotonicNanos() &+ $0.nanoseconds }) else {

@@ -24,6 +24,47 @@ public func asCompleted<Value: Sendable, S: Sequence<Future<Value>>>(
     return stream
 }
 
+/// `asCompleted` with a time-out for the whole sequence, from the call (like
+/// Python's `as_completed(fs, timeout)`): the futures done by then come in
+/// completion order, then the sequence throws `FleetError.timedOut` if any
+/// is still pending. The futures themselves go on.
+public func asCompleted<Value: Sendable, S: Sequence<Future<Value>>>(
+    _ futures: S, timeout: Duration
+) throws -> AsyncThrowingStream<Future<Value>, any Error> {
+    try requireNonNegative(timeout, "timeout")
+    let list = Array(futures)
+    let (stream, continuation) = AsyncThrowingStream<Future<Value>, any Error>.makeStream(
+        bufferingPolicy: .unbounded)
+    // Counts what is left to yield; nil once the sequence has ended.
+    let remaining = Locked<Int?>(list.count)
+    if list.isEmpty {
+        continuation.finish()
+        return stream
+    }
+    // The stream is fed and ended under the lock, so a future yielded is
+    // never one the time-out already cut off, and the end comes once.
+    let timer = Watchdog.shared.schedule(after: timeout) {
+        remaining.withLock { n in
+            guard n != nil else { return }
+            n = nil
+            continuation.finish(throwing: FleetError.timedOut(item: nil, after: timeout))
+        }
+    }
+    for future in list {
+        future.whenComplete { _ in
+            let last = remaining.withLock { n -> Bool in
+                guard let left = n else { return false }
+                continuation.yield(future)
+                n = left == 1 ? nil : left - 1
+                if left == 1 { continuation.finish() }
+                return left == 1
+            }
+            if last { Watchdog.shared.cancel(timer) }
+        }
+    }
+    return stream
+}
+
 /// When `wait(_:until:timeout:)` returns.
 public enum WaitCondition: Sendable {
     /// As soon as any future is done.
@@ -37,13 +78,14 @@ public enum WaitCondition: Sendable {
 /// Waits for futures (like Python's `concurrent.futures.wait`) and returns
 /// which are done and which are still pending. With a `timeout`, it returns
 /// when the time is up even if the condition is not met; it never throws
-/// for that. Cancelling the waiting task returns early in the same way.
+/// for that (zero only looks). Cancelling the waiting task returns early in
+/// the same way.
 public func wait<Value: Sendable, S: Sequence<Future<Value>>>(
     _ futures: S,
     until condition: WaitCondition = .allCompleted,
     timeout: Duration? = nil
 ) async throws -> (done: Set<Future<Value>>, pending: Set<Future<Value>>) {
-    if let timeout { try requirePositive(timeout, "timeout") }
+    if let timeout { try requireNonNegative(timeout, "timeout") }
     let all = Set(futures)
 
     func split() -> (done: Set<Future<Value>>, pending: Set<Future<Value>>) {
@@ -75,6 +117,7 @@ public func wait<Value: Sendable, S: Sequence<Future<Value>>>(
     {
         return split()
     }
+    if timeout == .zero { return split() }
 
     let gate = Locked<(remaining: Int, once: OnceContinuation<Void>?, fired: Bool)>(
         (notDone.count, nil, false))

@@ -39,7 +39,9 @@ final class GraphNode: Sendable {
     private static let ids = Atomic<Int>(0)
     let id: Int
     let label: String
-    let arguments: [GraphNode]
+    // Safe: set in `init` and only read after, except by `deinit`, which
+    // runs when no other reference to the node is left.
+    nonisolated(unsafe) private(set) var arguments: [GraphNode]
     let work: NodeWork
 
     init(label: String?, arguments: [GraphNode], work: NodeWork, kind: String) {
@@ -47,6 +49,21 @@ final class GraphNode: Sendable {
         self.label = label ?? "\(kind)#\(id)"
         self.arguments = arguments
         self.work = work
+    }
+
+    /// Releases the nodes only this one holds without recursion: each is
+    /// emptied of its own arguments before it goes, so a chain of any
+    /// length ends in a loop, not a million nested deinits.
+    deinit {
+        guard !arguments.isEmpty else { return }
+        var pending = arguments
+        arguments = []
+        while var node = pending.popLast() {
+            if isKnownUniquelyReferenced(&node) {
+                pending.append(contentsOf: node.arguments)
+                node.arguments = []
+            }
+        }
     }
 }
 

@@ -83,16 +83,17 @@ extension Graph {
     }
 
     /// Renders DOT text to an image file with Graphviz's `dot` (format from
-    /// the extension: svg, png, pdf). Throws if Graphviz is not installed.
+    /// the extension: svg, png, pdf). Throws `FleetError.toolMissing` if
+    /// Graphviz is not installed (`Graph.dot` gives the text without it).
     public static func render(dot: String, to path: String) throws {
         let format = URL(fileURLWithPath: path).pathExtension.isEmpty ? "svg" : URL(fileURLWithPath: path).pathExtension
+        let path = ProcessInfo.processInfo.environment["PATH"].flatMap { $0.isEmpty ? nil : $0 } ?? "/usr/bin:/bin"
         guard
-            let dotPath = ["/usr/bin/dot", "/usr/local/bin/dot"].first(where: {
+            let dotPath = path.split(separator: ":").map({ "\($0)/dot" }).first(where: {
                 FileManager.default.isExecutableFile(atPath: $0)
             })
         else {
-            throw FleetError.invalidArgument(
-                "Graphviz's dot is not installed (apt-get install graphviz); the DOT text is still available")
+            throw FleetError.toolMissing(name: "Graphviz's dot", install: "apt-get install graphviz")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: dotPath)

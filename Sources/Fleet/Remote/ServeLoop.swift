@@ -132,7 +132,7 @@ func serveBatch(
         let nanosAt = b.count
         b.append(UInt64(0))
         let token = CancellationToken(probe: cancelled)
-        try FleetTask.$attempt.withValue(attempt) {
+        try FleetTask.$attempt.withValue(attempt + 1) {  // the wire counts retries, tasks count runs
             try FleetTask.$token.withValue(token) {
                 try task.serve(&r, mode: mode, control: control, into: b)
             }

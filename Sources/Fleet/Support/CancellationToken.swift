@@ -79,9 +79,11 @@ public enum FleetTask {
     /// The token of the operation the current task runs for, if any.
     @TaskLocal public static var token: CancellationToken?
 
-    /// Which try this is of the current remote task, from 0: above 0 when a
-    /// worker process died running it before and the pool retried it.
-    @TaskLocal public static var attempt: Int = 0
+    /// Which run this is of the current task, counting from 1: above 1 when
+    /// a worker process died running it before and the pool retried it. The
+    /// same count as `FleetError.workerDied(attempts:)`, which gives the
+    /// runs an item had.
+    @TaskLocal public static var attempt: Int = 1
 
     /// True when the current task's work is no longer wanted. Works in
     /// synchronous closures on every backend, where `Task.isCancelled` cannot.

@@ -12,8 +12,9 @@ public enum FleetError: Error, Equatable, CustomStringConvertible {
     /// within its operation (nil for a single submitted task).
     case timedOut(item: Int?, after: Duration)
     /// A worker process died while running the work: `pid` and how it ended,
-    /// after `attempts` tries. `item` is the item's index (nil for a single
-    /// submitted task).
+    /// after `attempts` runs (counting from 1, as `FleetTask.attempt` does:
+    /// 2 means it was retried once). `item` is the item's index (nil for a
+    /// single submitted task).
     case workerDied(item: Int?, pid: Int32, exit: WorkerExit, attempts: Int)
     /// A frame between the driver and a worker broke the protocol (corrupt,
     /// truncated or oversized); the worker was replaced.
@@ -28,6 +29,8 @@ public enum FleetError: Error, Equatable, CustomStringConvertible {
     /// the work it held fails with this error, and the job cannot continue.
     /// `item` is the index of an item it held, when there was one.
     case rankLost(rank: Int, host: String, item: Int?, why: String)
+    /// A program Fleet runs is not installed: its name, and how to install it.
+    case toolMissing(name: String, install: String)
 
     public var description: String {
         switch self {
@@ -45,6 +48,7 @@ public enum FleetError: Error, Equatable, CustomStringConvertible {
         case .notRemote(let why): return why
         case .rankLost(let rank, let host, let item, let why):
             return "MPI rank \(rank) on host \(host) was lost\(item.map { " while running item \($0)" } ?? ""): \(why)"
+        case .toolMissing(let name, let install): return "\(name) is not installed (\(install))"
         }
     }
 }
@@ -84,6 +88,11 @@ func requirePositive(_ value: Int, _ name: String) throws {
 @usableFromInline
 func requirePositive(_ value: Duration, _ name: String) throws {
     if value <= .zero { throw FleetError.invalidArgument("\(name) must be positive, got \(value)") }
+}
+
+/// For waits, where zero means "do not wait: look".
+func requireNonNegative(_ value: Duration, _ name: String) throws {
+    if value < .zero { throw FleetError.invalidArgument("\(name) must not be negative, got \(value)") }
 }
 
 /// How a worker process ended.
