@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Fleet
+@testable import FleetTestTasks
 
 @Suite("map behaviour on every backend", .timeLimit(.minutes(2)))
 struct MapBehaviourTests {
@@ -232,6 +233,31 @@ struct MapBehaviourTests {
                     return i
                 }, merge: { $0 += $1 })
         }
+    }
+
+    /// A stream left early still ends its progress: exactly one final
+    /// snapshot, once what was running has finished.
+    @Test(arguments: TestBackend.allCases)
+    func aStreamLeftEarlyEndsItsProgress(_ backend: TestBackend) async throws {
+        let pool = try backend.makePool()
+        let finals = Locked<[ProgressSnapshot]>([])
+        let options = MapOptions(
+            progress: { snap in if snap.isFinished { finals.withLock { $0.append(snap) } } },
+            progressInterval: .milliseconds(1))
+        var read = 0
+        for try await _ in pool.stream(0..<100_000, TestTasks.square, options: options) {
+            read += 1
+            if read == 3 { break }
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while finals.withLock({ $0.isEmpty }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        try await Task.sleep(for: .milliseconds(50))  // a second one would come now
+        let seen = finals.withLock { $0 }
+        #expect(seen.count == 1, "\(seen)")
+        #expect((seen.first?.completed ?? 0) >= 3)
+        await pool.shutdown()
     }
 
     @Test(arguments: TestBackend.inProcess)

@@ -39,6 +39,8 @@ final class GraphRun: @unchecked Sendable {
     private var running = 0
     private var sleeping = 0
     private var failure: (any Error)?
+    /// A failure asked for the token to be cancelled (done outside the lock).
+    private var cancelDue = false
     private var finished: CheckedContinuation<Void, Never>?
     private var isOver = false
     let requested: [Int]
@@ -121,6 +123,7 @@ final class GraphRun: @unchecked Sendable {
                 mutex.lock()
                 running -= n
                 for k in taken.indices { complete(taken[k].0, outcomes[k]) }
+                cancelIfDue()
                 continue
             }
             if isOver || (failure != nil && running == 0) || remaining == 0 {
@@ -163,11 +166,24 @@ final class GraphRun: @unchecked Sendable {
             if failure == nil {
                 failure = NodeFailure(label: nodes[i].label, id: nodes[i].id, underlying: error)
                 ready.removeAll()
-                token.cancel()
+                // Cancelled once the lock is released: the token's handlers
+                // take the backend's lock, whose holder may be waiting for
+                // this one (a batch cut in two by a worker's death).
+                cancelDue = true
             }
             if sleeping > 0 { wake.broadcast() }
         }
         if failure != nil, running == 0, sleeping > 0 { wake.broadcast() }
+    }
+
+    /// Cancels the token if a failure asked for it, with `mutex` released
+    /// for the call. Called with `mutex` held.
+    private func cancelIfDue() {
+        guard cancelDue else { return }
+        cancelDue = false
+        mutex.unlock()
+        token.cancel()
+        mutex.lock()
     }
 
     /// Node `i`'s arguments' results. Called with `mutex` held.
@@ -242,6 +258,7 @@ final class GraphRun: @unchecked Sendable {
             }
         }
         if remaining == 0 || (self.failure != nil && running == 0) { endLocked() }
+        cancelIfDue()
         mutex.unlock()
         if let backend = remoteBackend { dispatchRemote(on: backend) }
     }

@@ -57,6 +57,9 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     /// over the batches delivered; 0 until one is, or on backends that move
     /// no bytes.
     private var bytesPerItem = 0.0
+    /// The caller has gone (a stream left early): the last batch to finish
+    /// sends the final progress snapshot.
+    private var abandoned = false
 
     @usableFromInline
     init(ordered: Bool, mode: ErrorMode, eager: Bool, options: MapOptions, workers: Int, inline: Bool, total: Int?) {
@@ -158,8 +161,10 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
         let window = windowLocked().window
         let wake = eager || terminal != nil || running == 0 || readyItems * 4 >= window
         let w = wake ? takeWaiterLocked() : nil
+        let last = abandoned && running == 0
         mutex.unlock()
         if let output { progress?.finished(completed: output.succeededCount, failed: output.failedCount) }
+        if last { progress?.end() }
         if failure != nil { token.cancel() }
         w?.resume()
     }
@@ -244,6 +249,19 @@ final class MapCore<R: Sendable>: @unchecked Sendable {
     /// Sends the final progress snapshot.
     @usableFromInline
     func endProgress() { progress?.end() }
+
+    /// The caller left before the end (a stream's loop broke): stops the
+    /// operation, and sends the final progress snapshot once nothing of it
+    /// runs any more (now, or when its last running batch finishes).
+    @usableFromInline
+    func abandon() {
+        fail(CancellationError())
+        mutex.lock()
+        abandoned = true
+        let idle = running == 0
+        mutex.unlock()
+        if idle { progress?.end() }
+    }
 
     private func takeWaiterLocked() -> CheckedContinuation<Void, Never>? {
         defer { waiter = nil }

@@ -84,8 +84,9 @@ final class DriverStream<Source: BatchSource, Element>: StreamSource {
     }
 
     deinit {
-        // Left early: stop the input and skip what has not started.
-        if !done { driver.core.fail(CancellationError()) }
+        // Left early: stop the input, skip what has not started, and end
+        // the progress once what runs has finished.
+        if !done { driver.core.abandon() }
     }
 }
 
