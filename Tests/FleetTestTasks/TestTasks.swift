@@ -152,6 +152,10 @@ public enum TestTasks {
         if FleetTask.attempt < x { exit(3) }
         return FleetTask.attempt
     }
+    /// How deep a value nests through arrays.
+    public static let unkeyedDepth = RemoteTask("unkeyedDepth") { (n: UnkeyedNest) -> Int in n.depth }
+    /// How deep a value nests through keyed entries.
+    public static let keyedDepth = RemoteTask("keyedDepth") { (n: KeyedNest) -> Int in n.depth }
     /// `n` bytes of 7.
     public static let filled = RemoteTask("filled") { (n: Int) -> [UInt8] in [UInt8](repeating: 7, count: n) }
     public static let megabyte = RemoteTask("megabyte") { (x: Int) -> [UInt8] in
@@ -206,7 +210,7 @@ public enum TestTasks {
     public static let all: [any RemoteTaskDeclaration] = [
         setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply,
-        megabyte, filled, attemptOrDie,
+        megabyte, filled, attemptOrDie, unkeyedDepth, keyedDepth,
         closeChannel, orphan, spinUntilCancelled,
     ]
 }
@@ -238,4 +242,23 @@ func appendLine(_ path: String, _ line: String) {
     guard fd >= 0 else { return }
     _ = (line + "\n").withCString { write(fd, $0, strlen($0)) }
     close(fd)
+}
+
+/// A value nested through arrays: on the wire, a count of one per level.
+public struct UnkeyedNest: Codable, Sendable {
+    public var inner: [UnkeyedNest]
+    public init(from decoder: any Decoder) throws {
+        inner = try decoder.singleValueContainer().decode([UnkeyedNest].self)
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(inner)
+    }
+    public var depth: Int { 1 + (inner.first?.depth ?? 0) }
+}
+
+/// A value nested through keyed entries.
+public final class KeyedNest: Codable, Sendable {
+    public let inner: KeyedNest?
+    public var depth: Int { 1 + (inner?.depth ?? 0) }
 }

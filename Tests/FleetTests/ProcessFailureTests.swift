@@ -210,6 +210,21 @@ import Testing
         }
         func word(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
         let squareID = try #require(RemoteTasks.registry.ids["square"])  // takes one Int
+        // Values nested 100,000 deep through arrays, and 30,000 deep through
+        // keyed entries (`inner`, an optional), inside the request's list.
+        func request(_ task: String, _ inputs: [UInt8]) throws -> [UInt8] {
+            let id = try #require(RemoteTasks.registry.ids[task])
+            let body = withUnsafeBytes(of: UInt32(id).littleEndian, Array.init) + [0, 0, 0, 0, 0] + word(1) + inputs
+            return header(length: UInt32(body.count), kind: FrameKind.request.rawValue) + body
+        }
+        let unkeyed = [UInt8]((0..<100_000).flatMap { _ in word(1) }) + word(0)
+        // Level k (from the outside): one entry, `inner`, whose value is the
+        // 25-byte entries of the levels inside it and the innermost, empty one.
+        var keyed: [UInt8] = []
+        for k in 0..<30_000 {
+            keyed += word(1) + [5, 0, 0, 0] + Array("inner".utf8) + word(UInt64(25 * (30_000 - 1 - k) + 8))
+        }
+        keyed += word(0)  // no `inner`: nil
         let cases: [(String, [UInt8])] = [
             ("unknown frame kind", header(length: 0, kind: 77)),
             ("oversized", header(length: 1 << 30, kind: FrameKind.request.rawValue)),
@@ -230,6 +245,8 @@ import Testing
                     + [UInt8](repeating: 0, count: 9) + word(1 << 40) + word(64)
             ),
             ("reserved header bits", header(length: 0, kind: FrameKind.reply.rawValue, flags: 1)),
+            ("nested deeper than 512", try request("unkeyedDepth", unkeyed)),
+            ("nested deeper than 512", try request("keyedDepth", keyed)),
         ]
         for (expected, garbage) in cases {
             let link = try WorkerLink.spawn(
