@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -30,3 +31,5 @@ int cfleet_set_mmap_threshold(int bytes) {
 #endif
 }
 
+
+void cfleet_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

@@ -156,6 +156,28 @@ public enum TestTasks {
     public static let unkeyedDepth = RemoteTask("unkeyedDepth") { (n: UnkeyedNest) -> Int in n.depth }
     /// How deep a value nests through keyed entries.
     public static let keyedDepth = RemoteTask("keyedDepth") { (n: KeyedNest) -> Int in n.depth }
+    /// Writes `bytes` bytes of "x" to stderr in 64 KiB writes, with a
+    /// newline every `line` bytes (none when nil).
+    public static let noisy = RemoteTask("noisy") { (job: NoisyJob) -> Int in
+        var chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 16)
+        if let line = job.line { for i in stride(from: line - 1, to: chunk.count, by: line) { chunk[i] = 10 } }
+        var left = job.bytes
+        while left > 0 {
+            let n = min(left, chunk.count)
+            _ = chunk.withUnsafeBytes { write(2, $0.baseAddress, n) }
+            left -= n
+        }
+        return job.bytes
+    }
+    /// Prints `out i` (stdout, with `print`) and writes `err i` (stderr) in
+    /// turn, `n` times.
+    public static let interleaved = RemoteTask("interleaved") { (n: Int) -> Int in
+        for i in 0..<n {
+            print("out \(i)")
+            _ = "err \(i)\n".withCString { write(2, $0, strlen($0)) }
+        }
+        return n
+    }
     /// `n` bytes of 7.
     public static let filled = RemoteTask("filled") { (n: Int) -> [UInt8] in [UInt8](repeating: 7, count: n) }
     public static let megabyte = RemoteTask("megabyte") { (x: Int) -> [UInt8] in
@@ -210,7 +232,7 @@ public enum TestTasks {
     public static let all: [any RemoteTaskDeclaration] = [
         setUp, readInitialized, leaf, sumAll, accumulate, bigStruct,
         square, norm, failOn7, sleep, sleepPid, die, dieOnNegative, chaos, chatty, pid, sumBytes, corruptReply,
-        megabyte, filled, attemptOrDie, unkeyedDepth, keyedDepth,
+        megabyte, filled, attemptOrDie, unkeyedDepth, keyedDepth, noisy, interleaved,
         closeChannel, orphan, spinUntilCancelled,
     ]
 }
@@ -261,4 +283,14 @@ public struct UnkeyedNest: Codable, Sendable {
 public final class KeyedNest: Codable, Sendable {
     public let inner: KeyedNest?
     public var depth: Int { 1 + (inner?.depth ?? 0) }
+}
+
+/// What `noisy` writes.
+public struct NoisyJob: Codable, Sendable {
+    public var bytes: Int
+    public var line: Int?
+    public init(bytes: Int, line: Int?) {
+        self.bytes = bytes
+        self.line = line
+    }
 }

@@ -280,6 +280,44 @@ import Testing
         #expect(labelled.count == 6 && labelled.allSatisfy { $0.hasPrefix("[worker 0 pid ") })
     }
 
+    /// 50 MiB with no newline arrives whole, in labelled pieces, by the time
+    /// `shutdown` returns, as 50 MiB of short lines does; `print`'s lines
+    /// keep their place among stderr's.
+    @Test func workerOutputOfAnyShapeArrivesBeforeShutdownReturns() async throws {
+        let size = (underSanitizer ? 16 : 50) << 20  // the sanitizer slows the counting here, not the relay
+        for line: Int? in [nil, 80] {
+            let began = ContinuousClock.now
+            let captured = try await captureStderr(settle: .zero) {
+                try await withProcessPool(workers: 1) { pool in
+                    let wrote = try await pool.submit(TestTasks.noisy, NoisyJob(bytes: size, line: line)).value
+                    #expect(wrote == size)
+                }
+            }
+            let took = ContinuousClock.now - began
+            let lines = captured.utf8.split(separator: 10)
+            let xs = lines.filter { $0.starts(with: Array("[worker 0 pid ".utf8)) }.reduce(0) {
+                $0 + $1.count(where: { $0 == UInt8(ascii: "x") })
+            }
+            // `noisy` puts its newlines in each 64 KiB write on its own.
+            let newlines = line.map { (size >> 16) * ((1 << 16) / $0) } ?? 0
+            #expect(xs == size - newlines, "\(xs) of the bytes arrived")
+            #expect(lines.allSatisfy { $0.count <= OutputRelay.pieceBytes + 64 })
+            print(
+                "\(size >> 20) MiB to stderr, \(line.map { "lines of \($0) bytes" } ?? "no newline"): relayed in \(took)"
+            )
+        }
+        let captured = try await captureStderr(settle: .zero) {
+            try await withProcessPool(workers: 1) { pool in
+                let n = try await pool.submit(TestTasks.interleaved, 3).value
+                #expect(n == 3)
+            }
+        }
+        let said = captured.split(separator: "\n").filter { $0.hasPrefix("[worker 0 pid ") }.map {
+            $0.split(separator: "] ", maxSplits: 1).last.map(String.init) ?? ""
+        }
+        #expect(said == ["out 0", "err 0", "out 1", "err 1", "out 2", "err 2"], "\(said)")
+    }
+
     @Test func workersExitWhenTheDriverDies() async throws {
         let driver = Process()
         driver.executableURL = URL(fileURLWithPath: testWorkerPath)
@@ -297,8 +335,9 @@ import Testing
     }
 }
 
-/// Runs `body` with this process's stderr sent to a file; returns what was written.
-func captureStderr(_ body: () async throws -> Void) async throws -> String {
+/// Runs `body` with this process's stderr sent to a file; returns what was
+/// written, `settle` after `body` returned.
+func captureStderr(settle: Duration = .milliseconds(100), _ body: () async throws -> Void) async throws -> String {
     let path = NSTemporaryDirectory() + "fleet-stderr-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     let fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0o600)
     let saved = dup(2)
@@ -309,7 +348,7 @@ func captureStderr(_ body: () async throws -> Void) async throws -> String {
         dup2(saved, 2)
         throw error
     }
-    try await Task.sleep(for: .milliseconds(100))  // let the relay finish
+    if settle > .zero { try await Task.sleep(for: settle) }  // let a relay still running finish
     dup2(saved, 2)
     close(saved)
     close(fd)

@@ -39,4 +39,8 @@ int cfleet_pipe_cloexec(int fds[2]);
 /// The environment of this process (the `environ` array).
 char **cfleet_environ(void);
 
+/// Makes C's stdout line-buffered (a worker's stdout is a pipe, which C
+/// would buffer by the block).
+void cfleet_line_buffer_stdout(void);
+
 #endif

@@ -114,8 +114,8 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
         for (work, error) in effects.failed { work.job.fail(error) }
         for (work, reason) in effects.discarded { work.job.discard(reason) }
         if effects.finished {
-            relay.stop()
-            box.terminated()
+            // The pool has ended once its workers' last output is written.
+            relay.stop { [box] in box.terminated() }
         }
     }
 

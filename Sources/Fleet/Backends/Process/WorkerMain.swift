@@ -66,6 +66,9 @@ struct WorkerMain {
     func run() -> Never {
         signal(SIGPIPE, SIG_IGN)
         for fd in WorkerSpec.requestFD...WorkerSpec.arenaFD { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        // stdout is a pipe here, which C would buffer by the block: by the
+        // line, `print` output keeps its place among stderr's lines.
+        cfleet_line_buffer_stdout()
         watchLifeline()
         if getppid() != spec.parent { exit(0) }  // the driver is already gone
         let control: WorkerControl
