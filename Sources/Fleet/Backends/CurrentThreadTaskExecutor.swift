@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 // Running an `async` task on a worker thread.
 //
 // A worker thread is a plain OS thread; Swift would run an async closure on
@@ -6,14 +12,59 @@
 // their concurrency), the worker starts the closure in a `Task` whose task
 // executor is this thread: every job of that task is queued here and run by
 // the worker itself, which waits for the next one until the task is done.
+//
+// Helping: while the task waits (on a map or a future of the same pool,
+// say), the worker runs the pool's queued work instead of sleeping, as
+// rayon's `join` does, so a call that waits on its own pool from one of
+// its workers cannot deadlock, at any depth. The pool wakes a waiting
+// worker for new work as it wakes an idle one (`HelpingPool`).
+
+/// A pool whose waiting workers may run its queued work.
+protocol HelpingPool: AnyObject, Sendable {
+    /// A job to run, or nil after registering `helper` to be poked when
+    /// one is queued.
+    func takeJob(orWake helper: CurrentThreadTaskExecutor) -> (any Job)?
+    /// `helper` no longer waits.
+    func stopWaking(_ helper: CurrentThreadTaskExecutor)
+}
+
+/// The pool worker the current thread is, if it is one.
+final class PoolWorkerThread {
+    let pool: any HelpingPool
+    let context: WorkerContext
+
+    init(pool: any HelpingPool, context: WorkerContext) {
+        self.pool = pool
+        self.context = context
+    }
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// The worker running on this thread (set by the worker for its life).
+    static var current: PoolWorkerThread? {
+        pthread_getspecific(key).map { Unmanaged<PoolWorkerThread>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    /// Marks this thread as `worker` while `body` runs.
+    static func run(as worker: PoolWorkerThread, _ body: () -> Void) {
+        pthread_setspecific(key, Unmanaged.passUnretained(worker).toOpaque())
+        body()
+        pthread_setspecific(key, nil)
+    }
+}
 
 /// A task executor driven by the thread that created it.
 final class CurrentThreadTaskExecutor: TaskExecutor, @unchecked Sendable {
-    // Safe: `jobs` and `finished` are touched only with `mutex` held.
+    // Safe: `jobs`, `finished` and `poked` are touched only with `mutex` held.
     private let mutex = PthreadMutex()
     private let ready = PthreadCondition()
     private var jobs: [UnownedJob] = []
     private var finished = false
+    private var poked = false
 
     func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
@@ -30,10 +81,20 @@ final class CurrentThreadTaskExecutor: TaskExecutor, @unchecked Sendable {
         mutex.unlock()
     }
 
+    /// Wakes `drive` to look at its pool's queue.
+    func poke() {
+        mutex.lock()
+        poked = true
+        ready.signal()
+        mutex.unlock()
+    }
+
     /// Runs queued jobs on this thread until `finish()` has been called and
-    /// nothing is left.
+    /// nothing is left; meanwhile, on a pool worker, runs the pool's queued
+    /// work rather than sleep.
     func drive() {
         let me = asUnownedTaskExecutor()
+        let worker = PoolWorkerThread.current
         mutex.lock()
         while true {
             if !jobs.isEmpty {
@@ -45,7 +106,22 @@ final class CurrentThreadTaskExecutor: TaskExecutor, @unchecked Sendable {
                 continue
             }
             if finished { break }
-            ready.wait(mutex)
+            guard let worker else {
+                ready.wait(mutex)
+                continue
+            }
+            poked = false
+            mutex.unlock()
+            if let job = worker.pool.takeJob(orWake: self) {
+                job.run(on: worker.context)
+                mutex.lock()
+                continue
+            }
+            mutex.lock()
+            while jobs.isEmpty && !finished && !poked { ready.wait(mutex) }
+            mutex.unlock()
+            worker.pool.stopWaking(self)
+            mutex.lock()
         }
         mutex.unlock()
     }

@@ -25,7 +25,7 @@ import Foundation
 // Threads are detached; `onTermination` fires when the last one has exited.
 
 /// A pool of dedicated OS threads.
-final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
+final class ThreadBackend: ExecutionBackend, HelpingPool, @unchecked Sendable {
     // Safe: every `var` below is read and written only with `mutex` held.
     let kind = BackendKind.threads
     let workerCount: Int
@@ -43,6 +43,9 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
     private var live = 0
     private var nextIndex = 0
     private var lifecycle = Lifecycle.running(waiting: [])
+    /// Workers waiting inside a task for something (see `HelpingPool`), to
+    /// be poked when work is queued and no worker is idle.
+    private var helpers: [CurrentThreadTaskExecutor] = []
 
     private typealias Callback = @Sendable () -> Void
 
@@ -76,10 +79,28 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
             throw FleetError.poolShutDown
         }
         queue.append(job)
+        var helper: CurrentThreadTaskExecutor?
         if idle > wakesInFlight {
             wakesInFlight += 1
             workAvailable.signal()
+        } else if !helpers.isEmpty {
+            helper = helpers.removeFirst()
         }
+        mutex.unlock()
+        helper?.poke()
+    }
+
+    func takeJob(orWake helper: CurrentThreadTaskExecutor) -> (any Job)? {
+        mutex.lock()
+        defer { mutex.unlock() }
+        if let job = queue.popFirst() { return job }
+        if !helpers.contains(where: { $0 === helper }) { helpers.append(helper) }
+        return nil
+    }
+
+    func stopWaking(_ helper: CurrentThreadTaskExecutor) {
+        mutex.lock()
+        helpers.removeAll { $0 === helper }
         mutex.unlock()
     }
 
@@ -126,7 +147,8 @@ final class ThreadBackend: ExecutionBackend, @unchecked Sendable {
         live += 1
         let handle = WorkerHandle { [weak self] in self?.replace() }
         spawnThread(name: "\(name)-\(index)") { [self] in
-            workerLoop(WorkerContext(index: index, handle: handle))
+            let context = WorkerContext(index: index, handle: handle)
+            PoolWorkerThread.run(as: PoolWorkerThread(pool: self, context: context)) { workerLoop(context) }
         }
     }
 
