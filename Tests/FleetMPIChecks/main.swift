@@ -1,5 +1,6 @@
 import Fleet
 import FleetTestTasks
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -16,6 +17,12 @@ import Glibc
 //   slow FILE [big]  a long map, for cutting a host off mid-run (FILE: made when it starts;
 //                big: of 1 MiB results, so ranks are mid-send)
 //   hosts        prints each rank's host name
+//   stopped R    collectives in MPI.run; rank R stops itself (SIGSTOP) midway:
+//                the others must end the job, naming it
+//   loop FILE    collectives in MPI.run for minutes, default heartbeats (FILE:
+//                made when they start), for cutting a host off
+//   uneven       MPI.run where rank 1 returns 3 heartbeat time-outs after the
+//                others: no rank may be called lost
 // Built without the MPI trait, it says so and exits 2.
 
 /// The rank this process has under mpirun (also inside tasks).
@@ -59,6 +66,35 @@ case "end":
     let out = try await pool.map(0..<1_000, TestTasks.square)
     expect(out.last == 999 * 999, "map before the end")
     print("ok end")
+case "stopped":
+    let victim = Int(CommandLine.arguments.dropFirst(2).first ?? "") ?? 1
+    MPI.run(heartbeatTimeout: .seconds(2)) { comm in
+        var total = 0.0
+        for i in 0..<10_000 {
+            if i == 20 && comm.rank == victim { raise(SIGSTOP) }
+            total += try comm.allreduce(1.0, .sum)
+            usleep(5_000)
+        }
+        print("FAILED: the job went on without rank \(victim) (\(total))")
+    }
+case "loop":
+    // Collective code for a long time, with the default heartbeats.
+    MPI.run { comm in
+        if comm.rank == 0, let marker = CommandLine.arguments.dropFirst(2).first {
+            _ = FileManager.default.createFile(atPath: marker, contents: nil)
+        }
+        for _ in 0..<60_000 {
+            _ = try comm.allreduce(1.0, .sum)
+            usleep(2_000)
+        }
+        if comm.rank == 0 { print("finished the loop") }
+    }
+case "uneven":
+    MPI.run(heartbeatTimeout: .seconds(1)) { comm in
+        expect(try comm.allreduce(comm.rank, .sum) == comm.size * (comm.size - 1) / 2, "allreduce")
+        if comm.rank == 1 { usleep(3_000_000) }
+        if comm.rank == 0 { print("ok uneven") }
+    }
 case "hosts":
     let world = try MPI.world
     let names = try world.gather(world.processorName)

@@ -133,6 +133,24 @@ func temporaryPath(_ name: String) -> String {
         #expect(run.output.range(of: #"rank [12]"#, options: .regularExpression) != nil, "\(run.output)")
     }
 
+    /// A rank stopped (SIGSTOP) in the middle of collectives in `MPI.run`
+    /// ends the job in bounded time, named by the ranks that noticed.
+    @Test func aStoppedRankInCollectiveCodeEndsTheJobNamingIt() throws {
+        let run = try mpirun(3, "FleetMPIChecks", ["stopped", "1"], limit: 90)
+        #expect(!run.timedOut, "the job hung after rank 1 stopped: \(run.output)")
+        #expect(run.status != 0, "\(run.output)")
+        #expect(run.output.contains("rank 1 on host ") && run.output.contains("was lost"), "\(run.output)")
+        print("a stopped rank in MPI.run (heartbeat time-out 2 s): the job ended after \(run.seconds) s")
+    }
+
+    /// Ranks that finish at different times are not lost: they answer
+    /// until every rank has returned.
+    @Test func ranksThatFinishApartAreNotCalledLost() throws {
+        let run = try mpirun(3, "FleetMPIChecks", ["uneven"], limit: 60)
+        #expect(run.status == 0 && run.output.contains("ok uneven"), "\(run.output)")
+        #expect(!run.output.contains("was lost"), "\(run.output)")
+    }
+
     @Test func oneRankIsNotEnoughForAnExecutor() throws {
         let run = try mpirun(1, "FleetMPIChecks", ["executor"], limit: 60)
         #expect(run.status != 0)

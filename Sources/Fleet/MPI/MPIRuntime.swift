@@ -25,15 +25,25 @@ public enum MPI {
     /// Runs `body` on every rank, then ends MPI and exits. An error thrown
     /// on any rank is printed with the rank and host, and ends the whole job
     /// (`MPI_Abort`) instead of leaving the other ranks waiting forever in
-    /// a collective.
-    public static func run(_ body: (Communicator) throws -> Void) -> Never {
+    /// a collective. The ranks send each other heartbeats meanwhile (a
+    /// ring, on a communicator of its own, from a thread of its own): a rank
+    /// silent for `heartbeatTimeout` (its process, host or network gone, or
+    /// the process stopped) ends the job with "rank R on host H was lost";
+    /// a rank that finishes early keeps answering until every rank has.
+    public static func run(
+        heartbeatTimeout: Duration = .seconds(5), _ body: (Communicator) throws -> Void
+    ) -> Never {
         do {
             let comm = try world
+            let watchdog =
+                comm.size > 1
+                ? try RankWatchdog(world: comm, interval: .milliseconds(250), timeout: heartbeatTimeout) : nil
             do {
                 try body(comm)
             } catch {
                 abort("rank \(comm.rank) on \(comm.processorName): \(error)")
             }
+            watchdog?.finishTogether()
             MPIRuntime.shared.finish()
             exit(0)
         } catch {
