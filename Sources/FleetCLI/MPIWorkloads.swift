@@ -46,7 +46,12 @@ func runOnMPI(_ workload: Workload, workers: Int, cpuK: Int) async throws -> Mea
         )
     }
     if workload == .allreduce {
-        if world.rank != 0 { MPI.run { _ = try allreduceWorkload($0) } }
+        // Rank 0 returns its measurement, so no rank uses MPI.run (whose
+        // heartbeat ring every rank must join); MPI ends at exit.
+        if world.rank != 0 {
+            do { _ = try allreduceWorkload(world) } catch { MPI.abort("rank \(world.rank): \(error)") }
+            exit(0)
+        }
         return try allreduceWorkload(world)
     }
     let pool = try Pool.mpi()  // the other ranks serve here until the pool shuts down
