@@ -30,6 +30,12 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) {
     try runProgram("fleet", arguments, errors: true)
 }
 
+/// The first JSON record `fleet bench --json` printed: its line and keys.
+func firstRecord(_ out: String) throws -> (line: Substring, record: [String: Any]?) {
+    let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("{") })
+    return (line, try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+}
+
 @Suite struct BenchCommandTests {
     @Test func benchSaysWhatToUse() throws {
         // Serial's start-up (no threads) beats the others by far, every time.
@@ -68,8 +74,7 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) {
             "bench", "--workload", "graph", "--backend", "processes", "--runs", "1", "--json",
         ])
         #expect(status == 0)
-        let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("{") })
-        let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        let (_, record) = try firstRecord(out)
         let keys = Set(record?.keys.map { $0 } ?? [])
         #expect(
             keys == ["workload", "backend", "workers", "tasks", "seconds", "figure", "unit", "check", "peak_rss_bytes"])
@@ -83,8 +88,7 @@ func runFleetWithErrors(_ arguments: [String]) throws -> (String, Int32) {
             "bench", "--workload", "records", "--backend", "processes", "--runs", "1", "--json",
         ])
         #expect(status == 0)
-        let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("{") })
-        let record = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        let (line, record) = try firstRecord(out)
         #expect(record?["check"] as? String == "ok" && record?["tasks"] as? Int == 20_000, "\(line)")
         #expect(record?["unit"] as? String == "entries/s")
         #expect(biggerIsBetter("entries/s") && biggerIsBetter("tasks/s") && !biggerIsBetter("us/future"))

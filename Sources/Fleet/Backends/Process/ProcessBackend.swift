@@ -73,12 +73,8 @@ final class ProcessBackend: DispatchingBackend, @unchecked Sendable {
     // MARK: Events in
 
     func enqueue(_ job: any Job) throws {
+        // Inputs over maxFrameBytes were refused while encoded (`context.payloadLimit`).
         let remote = try remoteJob(job, place: "in worker processes")
-        if remote.payload.count + FrameHeader.size + requestHeadBytes > options.maxFrameBytes {
-            throw FleetError.invalidArgument(
-                "the inputs of one request take \(remote.payload.count) bytes, over ProcessOptions.maxFrameBytes (\(options.maxFrameBytes))"
-            )
-        }
         carryOut(try box.withState { try $0.enqueue(RemoteWork(job: remote), assign: true) })
     }
 
